@@ -1,0 +1,1 @@
+"""Registered experiments: one module each, defining get_config() and build(config)."""

@@ -1,0 +1,3 @@
+from jaxdl.main import run
+
+run()

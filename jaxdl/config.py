@@ -1,0 +1,158 @@
+"""Experiments: where they are found, the fields every config has, and the checks that run before training.
+
+An experiment is a Python module (a file in `experiments/`, or any `.py` path) with two functions:
+
+    get_config() -> ml_collections.ConfigDict      # the numbers; start from `default_config()`
+    build(config) -> jaxdl.Experiment              # the pieces: model, task, data
+
+The config is plain data (it is written to `workdir/config.json` and overridable with `--config.a.b=v`); the
+pieces are plain Python objects, so a user's own model class works by returning it from `build`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import importlib.util
+import pkgutil
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import ml_collections
+
+import experiments as _registry
+from jaxdl.errors import UsageError
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """The named pieces one run is made of; the training loop knows nothing else about an experiment."""
+
+    model: Any  # a flax.linen.Module: pure init/apply
+    task: Any  # loss, metrics and the train/eval steps (jaxdl.tasks)
+    data: Any  # a jaxdl.data.Dataset: random-access train/validation/test sources
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The fields every experiment has; users and scripts rely on these names."""
+    return ml_collections.ConfigDict(
+        {
+            "experiment": "",  # filled in by get_config(): the name or path the pieces come from
+            "seed": 0,
+            "dtype": "float32",  # compute dtype: float32 or bfloat16 (parameters stay float32)
+            "data": {
+                "batch_size": 128,  # global batch, split over all devices and processes
+                "eval_batch_size": 500,
+                "validation_size": 0,  # examples held out of train for "eval"; 0 = evaluate on the test split
+                "train_examples": 0,  # use only the first N training examples (quick runs); 0 = all
+                "test_examples": 0,  # likewise for the test split; 0 = all
+            },
+            "train": {
+                "num_epochs": 1,
+                "max_steps": 0,  # stop after this many steps; 0 = run num_epochs
+                "log_every_steps": 50,
+                "eval_every_steps": 0,  # 0 = once per epoch
+            },
+            "optim": {
+                "name": "adam",  # sgd, momentum, nesterov, adam, adamw, rmsprop
+                "learning_rate": 1e-3,
+                "schedule": "constant",  # constant, cosine, warmup_cosine, onecycle
+                "warmup_steps": 0,
+                "weight_decay": 0.0,
+                "momentum": 0.9,
+                "grad_clip_norm": 0.0,  # 0 = no clipping
+            },
+            "checkpoint": {"every_steps": 0, "keep": 3},  # every_steps 0 = once per epoch
+            "mesh": {"data": -1},  # devices on the data axis; -1 = all
+        }
+    )
+
+
+def list_experiments() -> list[tuple[str, str]]:
+    """(name, first docstring line) for every module in the experiments package."""
+    found = []
+    for info in sorted(pkgutil.iter_modules(_registry.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{_registry.__name__}.{info.name}")
+        found.append((info.name, (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else ""))
+    return found
+
+
+def load_experiment(name_or_path: str) -> ModuleType:
+    """Import a registered experiment by name, or a user's `.py` file by path."""
+    if name_or_path.endswith(".py") or "/" in name_or_path:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise UsageError(f"--experiment={name_or_path}: no such file; give a registered name or a .py path")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        names = [info.name for info in pkgutil.iter_modules(_registry.__path__)]
+        if name_or_path not in names:
+            close = difflib.get_close_matches(name_or_path, names, n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise UsageError(f"unknown experiment '{name_or_path}': {hint}run with --list_experiments to see them all")
+        module = importlib.import_module(f"{_registry.__name__}.{name_or_path}")
+    for required in ("get_config", "build"):
+        if not callable(getattr(module, required, None)):
+            raise UsageError(f"experiment '{name_or_path}' does not define {required}(); see experiments/")
+    return module
+
+
+def get_config(name_or_path: str) -> ml_collections.ConfigDict:
+    """The experiment's config, with `experiment` set so that `build_experiment` can find its pieces again."""
+    config = load_experiment(name_or_path).get_config()
+    config.experiment = name_or_path
+    return config
+
+
+def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
+    """The model, task and data of `config.experiment`, built from the (overridden) config."""
+    experiment = load_experiment(config.experiment).build(config)
+    if not isinstance(experiment, Experiment):
+        raise UsageError(f"{config.experiment}: build(config) must return jaxdl.Experiment(model, task, data)")
+    return experiment
+
+
+def default_workdir(name_or_path: str) -> str:
+    return f"runs/{Path(name_or_path).stem}"
+
+
+def _positive(config: ml_collections.ConfigDict, *keys: str, allow_zero: bool = False) -> None:
+    for key in keys:
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        if value < 0 or (value == 0 and not allow_zero):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise UsageError(f"--config.{key}={value}: must be {bound}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Reject values that cannot work before anything is built or written."""
+    _positive(config, "data.batch_size", "data.eval_batch_size", "train.log_every_steps", "checkpoint.keep")
+    _positive(config, "optim.learning_rate")
+    _positive(
+        config,
+        "train.num_epochs",
+        "train.max_steps",
+        "train.eval_every_steps",
+        "checkpoint.every_steps",
+        "data.validation_size",
+        "data.train_examples",
+        "data.test_examples",
+        "optim.warmup_steps",
+        "optim.weight_decay",
+        "optim.grad_clip_norm",
+        allow_zero=True,
+    )
+    if config.train.num_epochs == 0 and config.train.max_steps == 0:
+        raise UsageError("train.num_epochs and train.max_steps are both 0: set one of them to run any steps")
+    if config.dtype not in ("float32", "bfloat16"):
+        raise UsageError(f"--config.dtype={config.dtype}: must be float32 or bfloat16")
+    if config.mesh.data == 0 or config.mesh.data < -1:
+        raise UsageError(f"--config.mesh.data={config.mesh.data}: must be a device count or -1 (all devices)")

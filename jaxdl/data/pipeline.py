@@ -1,0 +1,65 @@
+"""From a source to per-process batches: grain for training (seeded shuffle re-drawn every epoch, resumable
+iterator), a plain padded-and-masked loop for evaluation (every example counted exactly once).
+
+Every process computes the same global batch of *indices* and gathers only its own rows, so the global batch
+is the same whatever the number of processes: a run on 2 hosts sees exactly the data of a run on 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grain
+import numpy as np
+
+from jaxdl.data.sources import Batch, Dataset, Source
+
+
+def _local_rows(global_batch_size: int, process_index: int, process_count: int) -> slice:
+    local = global_batch_size // process_count
+    return slice(process_index * local, (process_index + 1) * local)
+
+
+def train_batches(
+    data: Dataset, source: Source, global_batch_size: int, seed: int, process_index: int, process_count: int
+) -> grain.DatasetIterator:
+    """An endless, resumable iterator of this process's rows of each global training batch.
+
+    Epoch e is a fresh seeded permutation of the source (grain re-draws the shuffle per repeat). Batches are cut
+    from the endless stream, so one may span two epochs and no example is ever dropped.
+    `get_state()`/`set_state()` checkpoint the position.
+    """
+    rows = _local_rows(global_batch_size, process_index, process_count)
+
+    def gather(indices) -> Batch:
+        return data.preprocess(source.take(np.asarray(indices)[rows]))
+
+    dataset = (
+        grain.MapDataset.range(len(source))
+        .seed(seed)
+        .shuffle()
+        .repeat(None)
+        .batch(global_batch_size, drop_remainder=True, batch_fn=gather)
+    )
+    if data.augment is not None:
+        # grain seeds the generator from (seed, batch index): deterministic and identical after a resume.
+        dataset = dataset.random_map(data.augment, seed=seed + 1)
+    # One background thread prepares the next batches while the device runs the current step.
+    return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)))
+
+
+def eval_batches(
+    data: Dataset, source: Source, global_batch_size: int, process_index: int, process_count: int
+) -> Iterator[Batch]:
+    """Every example once, in order; the last batch is padded (repeating the last example) and masked out."""
+    rows = _local_rows(global_batch_size, process_index, process_count)
+    n = len(source)
+    for start in range(0, n, global_batch_size):
+        indices = np.arange(start, start + global_batch_size)[rows]
+        batch = data.preprocess(source.take(np.minimum(indices, n - 1)))
+        batch["mask"] = indices < n
+        yield batch
+
+
+def steps_per_epoch(source: Source, global_batch_size: int) -> int:
+    return len(source) // global_batch_size

@@ -1,0 +1,81 @@
+"""Random-access sources: what an experiment's data piece hands to the pipeline.
+
+A source is anything with `__len__` and `take(indices) -> dict of numpy arrays`, one row per index. Taking
+whole batches at once (a numpy gather) instead of one example at a time keeps the input pipeline cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+
+
+class Source(Protocol):
+    def __len__(self) -> int: ...
+
+    def take(self, indices: np.ndarray) -> Batch: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySource:
+    """Examples held in memory as equally long numpy arrays, e.g. {"inputs": images, "targets": labels}."""
+
+    arrays: Batch
+
+    def __post_init__(self):
+        lengths = {len(a) for a in self.arrays.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"arrays of different lengths: { {k: len(a) for k, a in self.arrays.items()} }")
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values())))
+
+    def take(self, indices: np.ndarray) -> Batch:
+        return {k: a[indices] for k, a in self.arrays.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """An experiment's data: the splits and the per-batch numpy transforms applied on the way in.
+
+    `preprocess(batch)` runs on every split (e.g. uint8 pixels to floats); `augment(batch, rng)` runs on
+    training batches only, with a numpy Generator seeded from (seed, step) so resumed runs see the same images.
+    """
+
+    train: Source
+    test: Source
+    validation: Source | None = None
+    preprocess: Callable[[Batch], Batch] = lambda batch: batch
+    augment: Callable[[Batch, np.random.Generator], Batch] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """The first `size` examples of a source."""
+
+    source: Source
+    size: int
+
+    def __len__(self) -> int:
+        return min(self.size, len(self.source))
+
+    def take(self, indices: np.ndarray) -> Batch:
+        return self.source.take(indices)
+
+
+def head(source: Source, size: int) -> Source:
+    """The first `size` examples of `source`; all of it when size is 0."""
+    return Head(source, size) if size else source
+
+
+def hold_out(source: ArraySource, size: int, seed: int) -> tuple[ArraySource, ArraySource]:
+    """Split a seeded random `size` examples off `source`: (rest, held_out)."""
+    if not 0 < size < len(source):
+        raise ValueError(f"validation_size={size} must be between 1 and {len(source) - 1}")
+    order = np.random.default_rng(seed).permutation(len(source))
+    return ArraySource(source.take(np.sort(order[size:]))), ArraySource(source.take(np.sort(order[:size])))

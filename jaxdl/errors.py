@@ -1,0 +1,9 @@
+"""The one exception type that means "the user asked for something that cannot work"."""
+
+
+class UsageError(Exception):
+    """Bad input: a flag, config value, data path or workdir that cannot work.
+
+    `jaxdl.main` prints the message as one line on stderr and exits with status 2. Raise it *before* anything
+    in the workdir is written, and say how to fix the problem, not only what is wrong.
+    """

@@ -1,0 +1,82 @@
+"""Command line: `python -m jaxdl.main --experiment=NAME [--workdir=DIR] [--config.KEY=VALUE ...]`.
+
+Flags are parsed in two passes: the first reads `--experiment`, whose `get_config()` then becomes the
+`--config` flag, so the second pass can type-check every `--config.a.b=v` override against it.
+Exit status: 0 success, 2 bad input (one line on stderr), 1 a failure during the run.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jaxdl import config as config_lib
+from jaxdl.errors import UsageError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("experiment", None, "A registered experiment name, or a path to a .py file with get_config().")
+flags.DEFINE_string("workdir", None, "Where config, metrics and checkpoints go. Default: runs/<experiment>.")
+flags.DEFINE_enum("mode", "train", ["train"], "What to do with the experiment.")
+flags.DEFINE_bool("list_experiments", False, "Print every registered experiment and exit.")
+
+
+def _fail(message: str) -> None:
+    print(f"jaxdl: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flags parser that turns every parsing problem into one line and exit status 2."""
+    try:
+        FLAGS(argv, known_only=True)
+        if FLAGS.list_experiments:
+            return argv[:1]
+        if not FLAGS.experiment:
+            raise UsageError("--experiment is required (run with --list_experiments to see the choices)")
+        config = config_lib.get_config(FLAGS.experiment)
+        config_flags.DEFINE_config_dict("config", config, lock_config=True)
+        rest = FLAGS(argv)
+    except UsageError as e:
+        _fail(str(e))
+    except (AttributeError, KeyError) as e:
+        # ml_collections reports an unknown key as the repr of a message with a "Did you mean" hint.
+        message = str(e)
+        message = ast.literal_eval(message) if message[:1] in "'\"" else message
+        _fail(f"unknown config key {' '.join(message.split())} (--config keys are listed in the experiment file)")
+    except (flags.Error, TypeError, ValueError) as e:
+        _fail(" ".join(str(e).split()))
+    if len(rest) > 1:
+        _fail(f"unexpected arguments {rest[1:]}: every option is a --flag=value")
+    return rest
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax and grain log every save and read at INFO
+    if FLAGS.list_experiments:
+        for name, description in config_lib.list_experiments():
+            print(f"{name:28s} {description}")
+        return
+    # Imported late: listing experiments and rejecting flags need no jax start-up.
+    from jaxdl.training import train_and_evaluate
+
+    workdir = FLAGS.workdir or config_lib.default_workdir(FLAGS.experiment)
+    try:
+        config_lib.validate(FLAGS.config)
+        if FLAGS.mode == "train":
+            train_and_evaluate(FLAGS.config, workdir)
+    except UsageError as e:
+        _fail(str(e))
+
+
+def run() -> None:
+    """Console-script entry point (`jaxdl ...`)."""
+    app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    run()
