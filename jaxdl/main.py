@@ -15,6 +15,7 @@ from ml_collections import config_flags
 
 from jaxdl import config as config_lib
 from jaxdl.errors import UsageError
+from jaxdl.training import train_and_evaluate
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("experiment", None, "A registered experiment name, or a path to a .py file with get_config().")
@@ -61,9 +62,6 @@ def main(argv: list[str]) -> None:
         for name, description in config_lib.list_experiments():
             print(f"{name:28s} {description}")
         return
-    # Imported late: listing experiments and rejecting flags need no jax start-up.
-    from jaxdl.training import train_and_evaluate
-
     workdir = FLAGS.workdir or config_lib.default_workdir(FLAGS.experiment)
     try:
         config_lib.validate(FLAGS.config)

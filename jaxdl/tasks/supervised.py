@@ -65,7 +65,7 @@ class SupervisedTask:
             opt_state=opt_state,
             model_state=model_state,
         )
-        return state, {"loss": loss, "grad_norm": optax.global_norm(grads), **self.train_metrics(outputs, batch)}
+        return state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **self.train_metrics(outputs, batch)}
 
     def eval_step(self, model: nn.Module, state: TrainState, batch: dict) -> Metrics:
         outputs = model.apply(state.variables, batch["inputs"], train=False)

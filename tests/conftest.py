@@ -1,0 +1,44 @@
+"""Shared test set-up: the data directory beside the project, and running the command line in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("JAXDL_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+DATA_DIR = Path(os.environ["JAXDL_DATA_DIR"])
+
+# A short mnist_cnn run on a slice of the data: small enough for CI, the real experiment's code throughout.
+QUICK = [
+    "--config.data.train_examples=512",
+    "--config.data.test_examples=300",
+    "--config.data.batch_size=32",
+    "--config.data.eval_batch_size=100",
+    "--config.train.log_every_steps=2",
+]
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m jaxdl.main ARGS` with the test data directory; returns the finished process."""
+    return subprocess.run(
+        [sys.executable, "-m", "jaxdl.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def read_metrics(workdir: Path) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="session")
+def mnist_available() -> None:
+    if not (DATA_DIR / "mnist" / "train-images-idx3-ubyte.gz").is_file():
+        pytest.fail(f"MNIST IDX files not found under {DATA_DIR}/mnist: set JAXDL_DATA_DIR")
