@@ -37,9 +37,9 @@ class Reporter:
         for name, value in metrics.items():
             self.tensorboard.add_scalar(f"{split}/{name}", value, step)
         self.tensorboard.flush()
-        if split == "train":
+        if split == "train" and not self.progress.disable:
             self.progress.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
-        else:
+        else:  # eval lines always; train lines too when there is no progress bar (output not a terminal)
             self.print(f"step {step} {split}: " + ", ".join(f"{k} {_format(v)}" for k, v in metrics.items()))
 
     def advance(self, steps: int = 1) -> None:

@@ -15,7 +15,7 @@ DATA_DIR = Path(os.environ["JAXDL_DATA_DIR"])
 # A short mnist_cnn run on a slice of the data: small enough for CI, the real experiment's code throughout.
 QUICK = [
     "--config.data.train_examples=512",
-    "--config.data.test_examples=300",
+    "--config.data.test_examples=250",
     "--config.data.batch_size=32",
     "--config.data.eval_batch_size=100",
     "--config.train.log_every_steps=2",

@@ -52,7 +52,7 @@ def test_train_batches_are_seeded_reshuffled_each_epoch_and_drop_nothing():
     again = _take(data.train_batches(dataset, dataset.train, 4, seed=7, process_index=0, process_count=1), 6)
     other_seed = _take(data.train_batches(dataset, dataset.train, 4, seed=8, process_index=0, process_count=1), 6)
     assert batches == again and batches != other_seed
-    epoch1, epoch2 = sum(batches[:3], []), sum(batches[3:], [])
+    epoch1, epoch2 = np.concatenate(batches[:3]).tolist(), np.concatenate(batches[3:]).tolist()
     assert sorted(epoch1) == sorted(epoch2) == list(range(12))  # every example once per epoch
     assert epoch1 != epoch2  # the shuffle is re-drawn
 

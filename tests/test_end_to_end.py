@@ -2,13 +2,15 @@
 
 import json
 
-import jaxdl
 import pytest
+
+import jaxdl
+
 from conftest import read_metrics
 
 QUICK = {
     "data.train_examples": 512,
-    "data.test_examples": 300,
+    "data.test_examples": 250,
     "data.batch_size": 32,
     "data.eval_batch_size": 100,
     "train.log_every_steps": 2,
@@ -37,7 +39,8 @@ def test_a_short_run_learns_and_writes_everything(first_run):
     assert [m["step"] for m in train] == list(range(2, 33, 2))  # 512 / 32 = 16 steps per epoch, 2 epochs
     assert train[-1]["loss"] < 0.5 * train[0]["loss"]
     assert [m["step"] for m in lines if m["split"] == "eval"] == [16]
-    assert lines[-1]["split"] == "test" and lines[-1]["step"] == 32 and lines[-1]["count"] == 300
+    # All 250 test examples counted: 3 eval batches of 100, the last one padded and masked.
+    assert lines[-1]["split"] == "test" and lines[-1]["step"] == 32 and lines[-1]["count"] == 250
     assert lines[-1]["accuracy"] == pytest.approx(test["accuracy"]) and test["accuracy"] > 0.6
     assert json.loads((workdir / "config.json").read_text())["data"]["batch_size"] == 32
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["16", "32"]

@@ -1,6 +1,7 @@
 """The same run on 1 and on 4 (fake CPU) devices: the batch is split over the data axis, the result is the same."""
 
 import numpy as np
+
 from conftest import QUICK, read_metrics, run_cli
 
 
