@@ -26,12 +26,16 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, state: Any, data_position: dict) -> None:
+    def save(self, state: Any, data_position: dict, metadata: dict) -> None:
         """Start saving `state` (at its own step) in the background; returns before the write is done."""
         step = int(jax.device_get(state.step))
         if step in self.manager.all_steps():
             return  # already saved, e.g. the end of training fell on an epoch boundary
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_position))
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(data_position),
+            metadata=ocp.args.JsonSave(metadata),
+        )
         self.manager.save(step, args=args, force=True)
 
     def restore(self, abstract_state: Any, step: int) -> tuple[Any, dict]:
@@ -45,6 +49,10 @@ class Checkpoints:
                 f"({str(e).splitlines()[0][:200]}); use a new --workdir, or the config it was trained with"
             ) from None
         return restored.state, restored.data
+
+    def metadata(self, step: int) -> dict:
+        """The dataset metadata saved with `step` (e.g. the vocabulary a language model was trained with)."""
+        return self.manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())).metadata
 
     def close(self) -> None:
         """Wait for background saves to finish."""

@@ -54,6 +54,7 @@ def default_config() -> ml_collections.ConfigDict:
                 "max_steps": 0,  # stop after this many steps; 0 = run num_epochs
                 "log_every_steps": 50,
                 "eval_every_steps": 0,  # 0 = once per epoch
+                "peak_flops": 0.0,  # per-device FLOP/s that MFU is measured against; 0 = time a matmul at start-up
             },
             "optim": {
                 "name": "adam",  # sgd, momentum, nesterov, adam, adamw, rmsprop
@@ -61,6 +62,7 @@ def default_config() -> ml_collections.ConfigDict:
                 "schedule": "constant",  # constant, cosine, warmup_cosine, onecycle
                 "warmup_steps": 0,
                 "weight_decay": 0.0,
+                "no_decay": ("*bias", "*scale", "*embed*"),  # path globs exempt from weight decay (jaxdl.paths)
                 "momentum": 0.9,
                 "grad_clip_norm": 0.0,  # 0 = no clipping
             },
@@ -148,6 +150,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "optim.warmup_steps",
         "optim.weight_decay",
         "optim.grad_clip_norm",
+        "train.peak_flops",
         allow_zero=True,
     )
     if config.train.num_epochs == 0 and config.train.max_steps == 0:

@@ -2,22 +2,106 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+import optax
+from jax.sharding import Mesh
 
 from jaxdl import config as config_lib
 from jaxdl import data as data_lib
-from jaxdl import optim, sharding
+from jaxdl import flops, optim, sharding
 from jaxdl.checkpoint import Checkpoints
 from jaxdl.errors import UsageError
 from jaxdl.reporting import Reporter
 from jaxdl.state import TrainState
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """Everything a run derives from its config before the first step; shared by training and inference."""
+
+    config: ml_collections.ConfigDict
+    experiment: config_lib.Experiment
+    mesh: Mesh
+    train_source: data_lib.Source
+    eval_source: data_lib.Source  # the validation split, or the test split when there is none
+    test_source: data_lib.Source
+    steps_per_epoch: int
+    total_steps: int
+    tx: optax.GradientTransformation
+    init_state: Callable[[jax.Array], TrainState]  # rng -> a fresh state
+    state_sharding: Any  # the sharding rule applied to the state's tree
+
+    def abstract_state(self) -> Any:
+        """Shapes, dtypes and shardings of the state, without computing it: what a restore fills in."""
+        shapes = jax.eval_shape(self.init_state, jax.random.key(0))
+        return jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, self.state_sharding
+        )
+
+
+def setup(config: ml_collections.ConfigDict) -> Setup:
+    """Build the experiment and derive the mesh, data splits, step counts and state layout; checks all inputs."""
+    experiment = config_lib.build_experiment(config)
+    mesh = sharding.make_mesh(config.mesh)
+    sharding.check_batch_size(config.data.batch_size, mesh)
+    sharding.check_batch_size(config.data.eval_batch_size, mesh, name="data.eval_batch_size")
+    dataset = experiment.data
+    train_source = data_lib.head(dataset.train, config.data.train_examples)
+    test_source = data_lib.head(dataset.test, config.data.test_examples)
+    validation_source = dataset.validation
+    if config.data.validation_size:
+        train_source, validation_source = data_lib.hold_out(train_source, config.data.validation_size, config.seed)
+    steps_per_epoch = data_lib.steps_per_epoch(train_source, config.data.batch_size)
+    if steps_per_epoch == 0:
+        raise UsageError(f"--config.data.batch_size={config.data.batch_size} exceeds the {len(train_source)} examples")
+    total_steps = config.train.max_steps or config.train.num_epochs * steps_per_epoch
+    tx = optim.build_optimizer(config.optim, total_steps)
+    # The state's shapes come from one example; its layout on the mesh from the sharding rule.
+    example = dataset.preprocess(train_source.take(np.arange(1)))
+    init_state = lambda rng: TrainState.create(experiment.task.init(experiment.model, rng, example), tx)
+    state_sharding = sharding.state_sharding(mesh, jax.eval_shape(init_state, jax.random.key(0)))
+    return Setup(
+        config=config,
+        experiment=experiment,
+        mesh=mesh,
+        train_source=train_source,
+        eval_source=test_source if validation_source is None else validation_source,
+        test_source=test_source,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        tx=tx,
+        init_state=init_state,
+        state_sharding=state_sharding,
+    )
+
+
+def compile_eval_step(run: Setup) -> Callable:
+    task, model = run.experiment.task, run.experiment.model
+    in_shardings = (run.state_sharding, sharding.batch_sharding(run.mesh))
+    replicated = sharding.replicated(run.mesh)  # every process can read the sums
+    return jax.jit(functools.partial(task.eval_step, model), in_shardings=in_shardings, out_shardings=replicated)
+
+
+def evaluate(run: Setup, eval_step: Callable, state: TrainState, source: data_lib.Source) -> dict[str, float]:
+    """The task's metrics over every example of `source`; the sums stay on device until the end."""
+    totals = None
+    batches = data_lib.eval_batches(
+        run.experiment.data, source, run.config.data.eval_batch_size, jax.process_index(), jax.process_count()
+    )
+    for local_batch in batches:
+        sums = eval_step(state, sharding.global_batch(local_batch, run.mesh))
+        totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
+    return run.experiment.task.summarize(jax.device_get(totals))
 
 
 def check_workdir(workdir: Path) -> None:
@@ -37,17 +121,6 @@ def write_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
         tmp.replace(workdir / "config.json")
 
 
-def evaluate(eval_step, state, dataset, source, config, mesh) -> dict:
-    """Totals of the task's eval sums over every example of `source`, kept on device until the end."""
-    totals = None
-    for local_batch in data_lib.eval_batches(
-        dataset, source, config.data.eval_batch_size, jax.process_index(), jax.process_count()
-    ):
-        sums = eval_step(state, sharding.global_batch(local_batch, mesh))
-        totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-    return jax.device_get(totals)
-
-
 def mean_metrics(pending: list[dict]) -> dict[str, float]:
     """Average the per-step train metrics of one log interval (fetched from the device in one go)."""
     fetched = jax.device_get(pending)
@@ -59,102 +132,86 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     started = time.time()
     workdir = Path(workdir)
     check_workdir(workdir)
-    experiment = config_lib.build_experiment(config)
-    model, task, dataset = experiment.model, experiment.task, experiment.data
-
-    mesh = sharding.make_mesh(config.mesh)
-    sharding.check_batch_size(config.data.batch_size, mesh)
-    sharding.check_batch_size(config.data.eval_batch_size, mesh, name="data.eval_batch_size")
-    train_source = data_lib.head(dataset.train, config.data.train_examples)
-    test_source = data_lib.head(dataset.test, config.data.test_examples)
-    validation_source = dataset.validation
-    if config.data.validation_size:
-        train_source, validation_source = data_lib.hold_out(train_source, config.data.validation_size, config.seed)
-    eval_source = test_source if validation_source is None else validation_source
-    steps_per_epoch = data_lib.steps_per_epoch(train_source, config.data.batch_size)
-    if steps_per_epoch == 0:
-        raise UsageError(f"--config.data.batch_size={config.data.batch_size} exceeds the {len(train_source)} examples")
-    total_steps = config.train.max_steps or config.train.num_epochs * steps_per_epoch
-    eval_every = config.train.eval_every_steps or steps_per_epoch
-    checkpoint_every = config.checkpoint.every_steps or steps_per_epoch
-    tx = optim.build_optimizer(config.optim, total_steps)
+    run = setup(config)
+    model, task, dataset = run.experiment.model, run.experiment.task, run.experiment.data
+    mesh, total_steps = run.mesh, run.total_steps
+    eval_every = config.train.eval_every_steps or run.steps_per_epoch
+    checkpoint_every = config.checkpoint.every_steps or run.steps_per_epoch
     learning_rate = optim.learning_rate_schedule(config.optim, total_steps)
-
-    # The state's shapes come from one example; its layout on the mesh from the sharding rule.
     init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
-    example = dataset.preprocess(train_source.take(np.arange(1)))
-    init_state = lambda rng: TrainState.create(task.init(model, rng, example), tx)
-    state_sharding = sharding.state_sharding(mesh, jax.eval_shape(init_state, init_rng))
-    batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-    train_step = jax.jit(
-        functools.partial(task.train_step, model, tx),
-        in_shardings=(state_sharding, batch_sharding, replicated),
-        out_shardings=(state_sharding, replicated),
-        donate_argnums=0,  # the old state's buffers are reused for the new one
-    )
-    eval_step = jax.jit(
-        functools.partial(task.eval_step, model),
-        in_shardings=(state_sharding, batch_sharding),
-        out_shardings=replicated,
-    )
 
     train_batches = data_lib.train_batches(
-        dataset, train_source, config.data.batch_size, config.seed, jax.process_index(), jax.process_count()
+        dataset, run.train_source, config.data.batch_size, config.seed, jax.process_index(), jax.process_count()
     )
     workdir.mkdir(parents=True, exist_ok=True)
     checkpoints = Checkpoints(workdir / "checkpoints", config.checkpoint.keep)
     resume_step = checkpoints.latest_step()
     if resume_step is None:
-        state = jax.jit(init_state, out_shardings=state_sharding)(init_rng)
+        state = jax.jit(run.init_state, out_shardings=run.state_sharding)(init_rng)
     else:
-        abstract_state = jax.tree.map(
-            lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
-            jax.eval_shape(init_state, init_rng),
-            state_sharding,
-        )
-        state, position = checkpoints.restore(abstract_state, resume_step)
+        state, position = checkpoints.restore(run.abstract_state(), resume_step)
         train_batches.set_state(position)
     write_config(config, workdir)
+
+    # Compiled once, ahead of time, for the batch's shapes: XLA's cost analysis then gives the FLOPs for MFU.
+    first_batch = sharding.global_batch(next(train_batches), mesh)
+    train_step = (
+        jax.jit(
+            functools.partial(task.train_step, model, run.tx),
+            in_shardings=(run.state_sharding, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
+            out_shardings=(run.state_sharding, sharding.replicated(mesh)),
+            donate_argnums=0,  # the old state's buffers are reused for the new one
+        )
+        .lower(state, first_batch, step_rng)
+        .compile()
+    )
+    eval_step = compile_eval_step(run)
+    step_flops = flops.compiled_flops(train_step) * mesh.size
+    peak_flops = (config.train.peak_flops or flops.measured_peak_flops()) * mesh.size
+    tokens_per_example = int(np.prod(first_batch["targets"].shape[1:]))
 
     step = int(jax.device_get(state.step))
     reporter = Reporter(workdir, total_steps, step)
     reporter.print(
-        f"{config.experiment}: {len(train_source)} train, "
-        f"{len(validation_source) if validation_source is not None else 0} validation, {len(test_source)} test "
-        f"examples; {mesh.size} device(s) {dict(mesh.shape)} ({jax.devices()[0].platform}); "
+        f"{config.experiment}: {len(run.train_source)} train, {len(run.eval_source)} eval, {len(run.test_source)} "
+        f"test examples; {mesh.size} device(s) {dict(mesh.shape)} ({jax.devices()[0].platform}); "
         f"{'resuming at step ' + str(step) if resume_step is not None else 'from scratch'}; workdir {workdir}"
     )
-    pending, interval_start = [], time.perf_counter()
+    pending, interval_start, batch = [], time.perf_counter(), first_batch
     while step < total_steps:
-        batch = sharding.global_batch(next(train_batches), mesh)
+        if batch is None:
+            batch = sharding.global_batch(next(train_batches), mesh)
         state, metrics = train_step(state, batch, step_rng)
-        step += 1
+        step, batch = step + 1, None
         pending.append(metrics)
         reporter.advance()
         if step % config.train.log_every_steps == 0 or step == total_steps:
             summary = mean_metrics(pending)  # the one host sync of the interval
-            elapsed = time.perf_counter() - interval_start
+            steps_per_sec = len(pending) / (time.perf_counter() - interval_start)
             summary["learning_rate"] = float(learning_rate(step - 1))
-            summary["steps_per_sec"] = len(pending) / elapsed
-            summary["examples_per_sec"] = len(pending) * config.data.batch_size / elapsed
+            summary["steps_per_sec"] = steps_per_sec
+            summary["examples_per_sec"] = steps_per_sec * config.data.batch_size
+            if tokens_per_example > 1:
+                summary["tokens_per_sec"] = summary["examples_per_sec"] * tokens_per_example
+            if step_flops:
+                summary["mfu"] = step_flops * steps_per_sec / peak_flops
             reporter.write(step, "train", summary)
             pending, interval_start = [], time.perf_counter()
         if step % checkpoint_every == 0 or step == total_steps:
-            checkpoints.save(state, train_batches.get_state())
+            checkpoints.save(state, train_batches.get_state(), dataset.metadata)
         # Without a validation split the periodic evaluation looks at the test split, so the final one is skipped:
         # the "test" line below is that evaluation.
-        if step % eval_every == 0 and (step != total_steps or validation_source is not None):
-            sums = evaluate(eval_step, state, dataset, eval_source, config, mesh)
-            reporter.write(step, "eval", task.summarize(sums))
+        if step % eval_every == 0 and (step != total_steps or run.eval_source is not run.test_source):
+            reporter.write(step, "eval", evaluate(run, eval_step, state, run.eval_source))
+            interval_start = time.perf_counter()  # throughput counts training only
 
-    test = task.summarize(evaluate(eval_step, state, dataset, test_source, config, mesh))
+    test = evaluate(run, eval_step, state, run.test_source)
     reporter.write(step, "test", test)
     checkpoints.close()
-    wall = time.time() - started
     reporter.print(
         f"{config.experiment} done at step {step}: test "
         + ", ".join(f"{k} {v:.4f}" for k, v in test.items() if isinstance(v, float))
-        + f"; wall time {wall:.1f} s; workdir {workdir}"
+        + f"; wall time {time.time() - started:.1f} s; workdir {workdir}"
     )
     reporter.close()
     return test

@@ -52,6 +52,7 @@ class Dataset:
     validation: Source | None = None
     preprocess: Callable[[Batch], Batch] = lambda batch: batch
     augment: Callable[[Batch, np.random.Generator], Batch] | None = None
+    metadata: dict = dataclasses.field(default_factory=dict)  # JSON saved with every checkpoint, e.g. a vocabulary
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,192 @@
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxdl.models.transformer import GPT
+from jaxdl.sampling import generate
+
+VOCAB, CONTEXT, WIDTH, LAYERS = 11, 16, 32, 2
+TINY = dict(vocab_size=VOCAB, context=CONTEXT, num_layers=LAYERS, num_heads=2, width=WIDTH)
+
+
+def init(model: GPT, seed: int = 0) -> dict:
+    rng = jax.random.key(seed)
+    return model.init({"params": rng, "dropout": rng}, jnp.zeros((1, CONTEXT), jnp.int32), train=False)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = GPT(**TINY)
+    variables = init(model)
+    forward = jax.jit(functools.partial(model.apply, train=False))
+    return model, variables, forward
+
+
+def random_tokens(shape, seed=0):
+    return jax.random.randint(jax.random.key(seed), shape, 0, VOCAB, jnp.int32)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_shapes_dtype_and_parameter_count(tie):
+    model = GPT(**TINY, tie_embeddings=tie)
+    variables = init(model)
+    logits = model.apply(variables, random_tokens((3, 7)), train=False)
+    assert logits.shape == (3, 7, VOCAB) and logits.dtype == jnp.float32
+    # Per block: 2 LayerNorms (scale + bias), query/key/value/out W x W + bias, mlp_in W x 4W + 4W, mlp_out 4W x W + W.
+    per_block = (
+        2 * 2 * WIDTH + 4 * (WIDTH * WIDTH + WIDTH) + (WIDTH * 4 * WIDTH + 4 * WIDTH) + (4 * WIDTH * WIDTH + WIDTH)
+    )
+    expected = VOCAB * WIDTH + CONTEXT * WIDTH + LAYERS * per_block + 2 * WIDTH + (0 if tie else WIDTH * VOCAB)
+    assert sum(x.size for x in jax.tree.leaves(variables["params"])) == expected
+    assert set(variables) == {"params"}
+
+
+def test_longer_than_context_is_an_error(tiny):
+    model, variables, _ = tiny
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        model.apply(variables, random_tokens((1, CONTEXT + 1)), train=False)
+
+
+def test_changing_a_future_token_never_changes_earlier_logits(tiny):
+    _, variables, forward = tiny
+    tokens = random_tokens((2, CONTEXT))
+    logits = forward(variables, tokens)
+    for t in (0, 5, CONTEXT - 1):
+        changed = forward(variables, tokens.at[:, t].set((tokens[:, t] + 1) % VOCAB))
+        np.testing.assert_allclose(changed[:, :t], logits[:, :t], atol=1e-6)
+        assert np.abs(changed[:, t] - logits[:, t]).max() > 1e-4  # the changed position itself does move
+
+
+def test_kv_cache_decoder_matches_the_full_forward_pass(tiny):
+    model, variables, forward = tiny
+    tokens = random_tokens((3, CONTEXT), seed=1)
+    full = forward(variables, tokens)
+    decode = jax.jit(functools.partial(model.apply, method=GPT.decode))
+    prefill = 5  # the prompt in one pass, then one token at a time
+    logits, cache = decode(variables, tokens[:, :prefill], model.init_cache(3), 0)
+    steps = [logits]
+    for pos in range(prefill, CONTEXT):
+        logits, cache = decode(variables, tokens[:, pos : pos + 1], cache, pos)
+        steps.append(logits)
+    np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5)
+    assert len(cache) == LAYERS and cache[0]["key"].shape == (3, CONTEXT, 2, WIDTH // 2)
+
+
+def greedy_by_full_forward(forward, variables, prompt, length):
+    tokens = prompt
+    for _ in range(length):
+        next_token = jnp.argmax(forward(variables, tokens)[:, -1], axis=-1).astype(jnp.int32)
+        tokens = jnp.concatenate([tokens, next_token[:, None]], axis=1)
+    return tokens
+
+
+def test_greedy_generation_equals_step_by_step_argmax(tiny):
+    model, variables, forward = tiny
+    prompt, length = random_tokens((2, 3), seed=2), 8
+    expected = greedy_by_full_forward(forward, variables, prompt, length)
+    top1 = generate(model, variables["params"], prompt, length, jax.random.key(0), top_k=1)
+    assert top1.dtype == jnp.int32 and top1.shape == (2, 3 + length)
+    np.testing.assert_array_equal(top1, expected)
+    other_key = generate(model, variables["params"], prompt, length, jax.random.key(7), temperature=5.0, top_k=1)
+    np.testing.assert_array_equal(other_key, expected)  # top_k=1 is greedy whatever the key and temperature
+    zero_temperature = generate(model, variables["params"], prompt, length, jax.random.key(1), temperature=0.0)
+    np.testing.assert_array_equal(zero_temperature, expected)
+
+
+def test_top_k_samples_only_among_the_k_largest_logits(tiny):
+    model, variables, forward = tiny
+    prompt, length, k = random_tokens((16, 2), seed=3), 12, 3
+    out = generate(model, variables["params"], prompt, length, jax.random.key(0), temperature=3.0, top_k=k)
+    logits = forward(variables, out[:, :-1])[:, 1:]  # the logits each new token was drawn from
+    top = jax.lax.top_k(logits, k)[1]
+    new = out[:, 2:]
+    assert bool(jnp.all(jnp.any(top == new[..., None], axis=-1)))
+    assert len(np.unique(new)) > 1  # it did sample, not just take the argmax
+    rank = jnp.sum(logits > jnp.take_along_axis(logits, new[..., None], -1), axis=-1)
+    assert int(rank.max()) > 0  # and not always the most likely token
+    unfiltered = generate(model, variables["params"], prompt, length, jax.random.key(0), temperature=3.0)
+    logits = forward(variables, unfiltered[:, :-1])[:, 1:]
+    rank = jnp.sum(logits > jnp.take_along_axis(logits, unfiltered[:, 2:, None], -1), axis=-1)
+    assert int(rank.max()) >= k  # without top_k, tokens outside the top k do come up
+
+
+def test_generate_checks_its_arguments_and_compiles_once(tiny):
+    model, variables, _ = tiny
+    params, prompt = variables["params"], random_tokens((2, 4))
+    with pytest.raises(ValueError, match="exceeds the model's context of 16"):
+        generate(model, params, prompt, CONTEXT - 3, jax.random.key(0))
+    with pytest.raises(ValueError, match="at least one token"):
+        generate(model, params, prompt[:, :0], 3, jax.random.key(0))
+    assert generate(model, params, prompt, CONTEXT - 4, jax.random.key(0)).shape == (2, CONTEXT)  # exactly full
+    np.testing.assert_array_equal(generate(model, params, prompt, 0, jax.random.key(0)), prompt)
+    from jaxdl.sampling import _generate
+
+    before = _generate._cache_size()
+    for seed, temperature in [(1, 0.5), (2, 1.0), (3, 0.0)]:
+        generate(model, params, random_tokens((2, 4), seed), 5, jax.random.key(seed), temperature=temperature)
+    assert _generate._cache_size() == before + 1  # new prompts, keys and temperatures reuse one compilation
+
+
+def test_dropout_only_in_training():
+    model = GPT(**TINY, dropout=0.2)
+    variables, tokens = init(model), random_tokens((2, 8))
+    train = lambda seed: model.apply(variables, tokens, train=True, rngs={"dropout": jax.random.key(seed)})
+    assert np.abs(train(0) - train(1)).max() > 1e-3
+    np.testing.assert_array_equal(train(0), train(0))
+    eval_logits = model.apply(variables, tokens, train=False)  # needs no dropout key
+    np.testing.assert_array_equal(eval_logits, model.apply(variables, tokens, train=False))
+    no_dropout = GPT(**TINY)  # same parameters; train=True without dropout is the eval forward
+    np.testing.assert_allclose(no_dropout.apply(variables, tokens, train=True), eval_logits, atol=1e-6)
+
+
+def test_training_attention_path_agrees_with_eval_path(tiny):
+    # With dropout > 0 training uses flax's attention (it has weight dropout), eval uses jax.nn's. A rate so small
+    # that float32 keeps every weight exercises the training path's masking against the eval one.
+    _, variables, forward = tiny
+    tokens = random_tokens((2, CONTEXT), seed=4)
+    model = GPT(**TINY, dropout=1e-9)
+    logits = model.apply(variables, tokens, train=True, rngs={"dropout": jax.random.key(0)})
+    np.testing.assert_allclose(logits, forward(variables, tokens), atol=1e-5)
+
+
+def test_bfloat16_compute_with_float32_parameters(tiny):
+    _, variables, forward = tiny
+    model = GPT(**TINY, dtype=jnp.bfloat16)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(init(model)["params"]))
+    tokens = random_tokens((2, CONTEXT), seed=5)
+    logits = model.apply(variables, tokens, train=False)
+    assert logits.dtype == jnp.float32
+    np.testing.assert_allclose(logits, forward(variables, tokens), atol=0.05)
+    assert model.init_cache(2)[0]["key"].dtype == jnp.bfloat16
+    out = generate(model, variables["params"], tokens[:, :4], 6, jax.random.key(0), top_k=1)
+    assert out.shape == (2, 10) and bool(jnp.all((out >= 0) & (out < VOCAB)))
+
+
+def test_learns_a_repeated_sequence_with_adamw():
+    model = GPT(**TINY, dropout=0.1)
+    tokens = jnp.tile(jnp.arange(VOCAB, dtype=jnp.int32), 2)[None, : CONTEXT + 1].repeat(4, axis=0)
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    params = init(model)["params"]
+    tx = optax.adamw(3e-3)
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, opt_state, rng):
+        def loss_fn(params):
+            logits = model.apply({"params": params}, inputs, train=True, rngs={"dropout": rng})
+            return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    losses = []
+    for i in range(60):
+        params, opt_state, loss = step(params, opt_state, jax.random.key(i))
+        losses.append(float(loss))
+    assert losses[0] == pytest.approx(np.log(VOCAB), abs=0.2)  # small init: near-uniform predictions at first
+    assert losses[-1] < 0.3 * losses[0]
