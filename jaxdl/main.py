@@ -14,13 +14,14 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxdl import config as config_lib
+from jaxdl import inference
 from jaxdl.errors import UsageError
 from jaxdl.training import train_and_evaluate
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("experiment", None, "A registered experiment name, or a path to a .py file with get_config().")
 flags.DEFINE_string("workdir", None, "Where config, metrics and checkpoints go. Default: runs/<experiment>.")
-flags.DEFINE_enum("mode", "train", ["train"], "What to do with the experiment.")
+flags.DEFINE_enum("mode", "train", ["train", "sample"], "train, or sample from a trained language model.")
 flags.DEFINE_bool("list_experiments", False, "Print every registered experiment and exit.")
 
 
@@ -67,6 +68,8 @@ def main(argv: list[str]) -> None:
         config_lib.validate(FLAGS.config)
         if FLAGS.mode == "train":
             train_and_evaluate(FLAGS.config, workdir)
+        elif FLAGS.mode == "sample":
+            inference.sample(FLAGS.config, workdir)
     except UsageError as e:
         _fail(str(e))
 

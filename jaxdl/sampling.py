@@ -72,3 +72,27 @@ def _generate(model: GPT, params, prompt, rng, temperature, length: int, top_k: 
     # length - 1 more steps: the last sampled token is never fed back, so no decode step is wasted.
     _, rest = jax.lax.scan(step, (cache, first, jnp.int32(prompt_length)), keys[1:])
     return jnp.concatenate([prompt, first[:, None], rest.T], axis=1)
+
+
+def generate_windowed(
+    model: GPT, params: dict, prompt: jax.Array, length: int, rng: jax.Array, temperature: float = 1.0, top_k: int = 0
+) -> jax.Array:
+    """`generate` for any length: whenever the context is full, the cache is refilled from the last half-context of
+    tokens and generation goes on (a learned position table cannot slide, so the window restarts at position 0).
+
+    That is one prefill per context/2 new tokens, never one per token. Every window after the first has the same
+    shapes, so at most two loops are compiled. Returns int32 (batch, P + length).
+    """
+    if prompt.shape[1] + length <= model.context:
+        return generate(model, params, prompt, length, rng, temperature, top_k)
+    keep = max(1, model.context // 2)
+    window = prompt if prompt.shape[1] < model.context else prompt[:, -keep:]
+    pieces, produced = [jnp.asarray(prompt, jnp.int32)], 0
+    while produced < length:
+        count = model.context - window.shape[1]  # always fill the window: same shapes, same compiled loop
+        new = generate(model, params, window, count, jax.random.fold_in(rng, len(pieces)), temperature, top_k)
+        new = new[:, window.shape[1] :]
+        pieces.append(new)
+        produced += count
+        window = jnp.concatenate([window, new], axis=1)[:, -keep:]
+    return jnp.concatenate(pieces, axis=1)[:, : prompt.shape[1] + length]

@@ -13,16 +13,22 @@ VOCAB, CONTEXT, WIDTH, LAYERS = 11, 16, 32, 2
 TINY = dict(vocab_size=VOCAB, context=CONTEXT, num_layers=LAYERS, num_heads=2, width=WIDTH)
 
 
+# Everything runs jitted: on CPU a tiny model's eager op-by-op dispatch is slower than compiling it.
 def init(model: GPT, seed: int = 0) -> dict:
     rng = jax.random.key(seed)
-    return model.init({"params": rng, "dropout": rng}, jnp.zeros((1, CONTEXT), jnp.int32), train=False)
+    tokens = jnp.zeros((1, CONTEXT), jnp.int32)
+    return jax.jit(lambda rng: model.init({"params": rng, "dropout": rng}, tokens, train=False))(rng)
+
+
+def jitted(model: GPT):
+    return jax.jit(model.apply, static_argnames=("train", "method"))
 
 
 @pytest.fixture(scope="module")
 def tiny():
     model = GPT(**TINY)
     variables = init(model)
-    forward = jax.jit(functools.partial(model.apply, train=False))
+    forward = functools.partial(jitted(model), train=False)
     return model, variables, forward
 
 
@@ -34,7 +40,7 @@ def random_tokens(shape, seed=0):
 def test_shapes_dtype_and_parameter_count(tie):
     model = GPT(**TINY, tie_embeddings=tie)
     variables = init(model)
-    logits = model.apply(variables, random_tokens((3, 7)), train=False)
+    logits = jitted(model)(variables, random_tokens((3, 7)), train=False)
     assert logits.shape == (3, 7, VOCAB) and logits.dtype == jnp.float32
     # Per block: 2 LayerNorms (scale + bias), query/key/value/out W x W + bias, mlp_in W x 4W + 4W, mlp_out 4W x W + W.
     per_block = (
@@ -43,6 +49,13 @@ def test_shapes_dtype_and_parameter_count(tie):
     expected = VOCAB * WIDTH + CONTEXT * WIDTH + LAYERS * per_block + 2 * WIDTH + (0 if tie else WIDTH * VOCAB)
     assert sum(x.size for x in jax.tree.leaves(variables["params"])) == expected
     assert set(variables) == {"params"}
+    # The names weight-decay masks and LoRA select by.
+    params = variables["params"]
+    assert set(params) == {"token_embed", "position_embed", "final_norm", "blocks_0", "blocks_1"} | (
+        set() if tie else {"lm_head"}
+    )
+    assert set(params["blocks_0"]) == {"attn_norm", "attn", "mlp_norm", "mlp_in", "mlp_out"}
+    assert set(params["blocks_0"]["attn"]) == {"query", "key", "value", "out"}
 
 
 def test_longer_than_context_is_an_error(tiny):
@@ -65,7 +78,7 @@ def test_kv_cache_decoder_matches_the_full_forward_pass(tiny):
     model, variables, forward = tiny
     tokens = random_tokens((3, CONTEXT), seed=1)
     full = forward(variables, tokens)
-    decode = jax.jit(functools.partial(model.apply, method=GPT.decode))
+    decode = functools.partial(jitted(model), method=GPT.decode)
     prefill = 5  # the prompt in one pass, then one token at a time
     logits, cache = decode(variables, tokens[:, :prefill], model.init_cache(3), 0)
     steps = [logits]
@@ -77,11 +90,12 @@ def test_kv_cache_decoder_matches_the_full_forward_pass(tiny):
 
 
 def greedy_by_full_forward(forward, variables, prompt, length):
-    tokens = prompt
-    for _ in range(length):
-        next_token = jnp.argmax(forward(variables, tokens)[:, -1], axis=-1).astype(jnp.int32)
-        tokens = jnp.concatenate([tokens, next_token[:, None]], axis=1)
-    return tokens
+    # Re-runs the whole sequence per token, padded to the full context (so one compilation): by causality the
+    # padding does not change the logits at the last real position.
+    tokens = jnp.zeros((prompt.shape[0], CONTEXT), jnp.int32).at[:, : prompt.shape[1]].set(prompt)
+    for t in range(prompt.shape[1], prompt.shape[1] + length):
+        tokens = tokens.at[:, t].set(jnp.argmax(forward(variables, tokens)[:, t - 1], axis=-1))
+    return tokens[:, : prompt.shape[1] + length]
 
 
 def test_greedy_generation_equals_step_by_step_argmax(tiny):
@@ -99,19 +113,16 @@ def test_greedy_generation_equals_step_by_step_argmax(tiny):
 
 def test_top_k_samples_only_among_the_k_largest_logits(tiny):
     model, variables, forward = tiny
-    prompt, length, k = random_tokens((16, 2), seed=3), 12, 3
+    prompt, length, k = random_tokens((2, 1), seed=3), CONTEXT - 1, 3
+
+    def ranks(out):  # how many logits beat each new token's, from the logits it was drawn from
+        logits = forward(variables, out)[:, :-1]
+        return jnp.sum(logits > jnp.take_along_axis(logits, out[:, 1:, None], -1), axis=-1)
+
     out = generate(model, variables["params"], prompt, length, jax.random.key(0), temperature=3.0, top_k=k)
-    logits = forward(variables, out[:, :-1])[:, 1:]  # the logits each new token was drawn from
-    top = jax.lax.top_k(logits, k)[1]
-    new = out[:, 2:]
-    assert bool(jnp.all(jnp.any(top == new[..., None], axis=-1)))
-    assert len(np.unique(new)) > 1  # it did sample, not just take the argmax
-    rank = jnp.sum(logits > jnp.take_along_axis(logits, new[..., None], -1), axis=-1)
-    assert int(rank.max()) > 0  # and not always the most likely token
+    assert int(ranks(out).max()) == k - 1  # always among the k largest, and not always the largest
     unfiltered = generate(model, variables["params"], prompt, length, jax.random.key(0), temperature=3.0)
-    logits = forward(variables, unfiltered[:, :-1])[:, 1:]
-    rank = jnp.sum(logits > jnp.take_along_axis(logits, unfiltered[:, 2:, None], -1), axis=-1)
-    assert int(rank.max()) >= k  # without top_k, tokens outside the top k do come up
+    assert int(ranks(unfiltered).max()) >= k  # without top_k, tokens outside the top k do come up
 
 
 def test_generate_checks_its_arguments_and_compiles_once(tiny):
@@ -131,16 +142,16 @@ def test_generate_checks_its_arguments_and_compiles_once(tiny):
     assert _generate._cache_size() == before + 1  # new prompts, keys and temperatures reuse one compilation
 
 
-def test_dropout_only_in_training():
-    model = GPT(**TINY, dropout=0.2)
-    variables, tokens = init(model), random_tokens((2, 8))
-    train = lambda seed: model.apply(variables, tokens, train=True, rngs={"dropout": jax.random.key(seed)})
+def test_dropout_only_in_training(tiny):
+    _, variables, _ = tiny  # dropout adds no parameters
+    tokens, apply = random_tokens((2, 8)), jitted(GPT(**TINY, dropout=0.2))
+    train = lambda seed: apply(variables, tokens, train=True, rngs={"dropout": jax.random.key(seed)})
     assert np.abs(train(0) - train(1)).max() > 1e-3
     np.testing.assert_array_equal(train(0), train(0))
-    eval_logits = model.apply(variables, tokens, train=False)  # needs no dropout key
-    np.testing.assert_array_equal(eval_logits, model.apply(variables, tokens, train=False))
-    no_dropout = GPT(**TINY)  # same parameters; train=True without dropout is the eval forward
-    np.testing.assert_allclose(no_dropout.apply(variables, tokens, train=True), eval_logits, atol=1e-6)
+    eval_logits = apply(variables, tokens, train=False)  # needs no dropout key
+    np.testing.assert_array_equal(eval_logits, apply(variables, tokens, train=False))
+    no_dropout = jitted(GPT(**TINY))  # same parameters; train=True without dropout is the eval forward
+    np.testing.assert_allclose(no_dropout(variables, tokens, train=True), eval_logits, atol=1e-6)
 
 
 def test_training_attention_path_agrees_with_eval_path(tiny):
@@ -149,16 +160,17 @@ def test_training_attention_path_agrees_with_eval_path(tiny):
     _, variables, forward = tiny
     tokens = random_tokens((2, CONTEXT), seed=4)
     model = GPT(**TINY, dropout=1e-9)
-    logits = model.apply(variables, tokens, train=True, rngs={"dropout": jax.random.key(0)})
+    logits = jitted(model)(variables, tokens, train=True, rngs={"dropout": jax.random.key(0)})
     np.testing.assert_allclose(logits, forward(variables, tokens), atol=1e-5)
 
 
 def test_bfloat16_compute_with_float32_parameters(tiny):
     _, variables, forward = tiny
     model = GPT(**TINY, dtype=jnp.bfloat16)
-    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(init(model)["params"]))
+    shapes = jax.eval_shape(lambda: init(model))  # dtypes without running anything
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(shapes["params"]))
     tokens = random_tokens((2, CONTEXT), seed=5)
-    logits = model.apply(variables, tokens, train=False)
+    logits = jitted(model)(variables, tokens, train=False)
     assert logits.dtype == jnp.float32
     np.testing.assert_allclose(logits, forward(variables, tokens), atol=0.05)
     assert model.init_cache(2)[0]["key"].dtype == jnp.bfloat16
@@ -166,12 +178,12 @@ def test_bfloat16_compute_with_float32_parameters(tiny):
     assert out.shape == (2, 10) and bool(jnp.all((out >= 0) & (out < VOCAB)))
 
 
-def test_learns_a_repeated_sequence_with_adamw():
+def test_learns_a_repeated_sequence_with_adamw(tiny):
     model = GPT(**TINY, dropout=0.1)
     tokens = jnp.tile(jnp.arange(VOCAB, dtype=jnp.int32), 2)[None, : CONTEXT + 1].repeat(4, axis=0)
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
-    params = init(model)["params"]
-    tx = optax.adamw(3e-3)
+    params = tiny[1]["params"]  # dropout adds no parameters
+    tx = optax.adamw(1e-2)
     opt_state = tx.init(params)
 
     @jax.jit
@@ -185,8 +197,8 @@ def test_learns_a_repeated_sequence_with_adamw():
         return optax.apply_updates(params, updates), opt_state, loss
 
     losses = []
-    for i in range(60):
+    for i in range(30):
         params, opt_state, loss = step(params, opt_state, jax.random.key(i))
         losses.append(float(loss))
     assert losses[0] == pytest.approx(np.log(VOCAB), abs=0.2)  # small init: near-uniform predictions at first
-    assert losses[-1] < 0.3 * losses[0]
+    assert losses[-1] < 0.2 * losses[0]

@@ -47,15 +47,22 @@ class CausalSelfAttention(nn.Module):
         mask = jnp.arange(k.shape[1])[None, :] <= pos + jnp.arange(length)[:, None]
         mask = mask[None, None]  # broadcast over batch and heads
         if train and self.dropout > 0:
-            # jax.nn's attention has no dropout on the attention weights; flax's (unfused) one does.
+            # jax.nn's attention has no dropout on the attention weights; flax's (unfused) one does. Both take the
+            # softmax in float32.
             y = nn.dot_product_attention(
-                q, k, v, mask=mask, dropout_rng=self.make_rng("dropout"), dropout_rate=self.dropout, deterministic=False
+                q,
+                k,
+                v,
+                mask=mask,
+                dropout_rng=self.make_rng("dropout"),
+                dropout_rate=self.dropout,
+                deterministic=False,
+                force_fp32_for_softmax=True,
             )
         else:
             y = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask)
-        y = nn.Dense(self.width, kernel_init=nn.initializers.normal(self.residual_std), dtype=self.dtype, name="out")(
-            y.reshape(batch, length, self.width)
-        )
+        out = nn.Dense(self.width, kernel_init=nn.initializers.normal(self.residual_std), dtype=self.dtype, name="out")
+        y = out(y.reshape(batch, length, self.width))
         return nn.Dropout(self.dropout, deterministic=not train)(y), cache
 
 
@@ -76,9 +83,8 @@ class Block(nn.Module):
         x = x + y
         y = nn.LayerNorm(dtype=self.dtype, name="mlp_norm")(x)
         y = nn.gelu(nn.Dense(self.mlp_ratio * self.width, kernel_init=INIT, dtype=self.dtype, name="mlp_in")(y))
-        y = nn.Dense(
-            self.width, kernel_init=nn.initializers.normal(self.residual_std), dtype=self.dtype, name="mlp_out"
-        )(y)
+        residual_init = nn.initializers.normal(self.residual_std)
+        y = nn.Dense(self.width, kernel_init=residual_init, dtype=self.dtype, name="mlp_out")(y)
         return x + nn.Dropout(self.dropout, deterministic=not train)(y), cache
 
 
