@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import importlib
 import importlib.util
+import json
 import pkgutil
 from pathlib import Path
 from types import ModuleType
@@ -67,7 +68,9 @@ def default_config() -> ml_collections.ConfigDict:
                 "grad_clip_norm": 0.0,  # 0 = no clipping
             },
             "checkpoint": {"every_steps": 0, "keep": 3},  # every_steps 0 = once per epoch
-            "mesh": {"data": -1},  # devices on the data axis; -1 = all
+            # Devices on each mesh axis (one may be -1: all the others leave). fsdp > 1 shards every state array of
+            # at least fsdp_min_size elements over the fsdp axis; smaller ones are replicated.
+            "mesh": {"data": -1, "fsdp": 1, "fsdp_min_size": 2**14},
         }
     )
 
@@ -120,6 +123,21 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     return experiment
 
 
+def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    """The resolved config a run wrote to `workdir/config.json` (JSON lists back to the tuples they were)."""
+    path = Path(workdir) / "config.json"
+    if not path.is_file():
+        raise UsageError(f"{path} not found: {workdir} is not a jaxdl run directory")
+    as_tuples = lambda value: (
+        tuple(as_tuples(v) for v in value)
+        if isinstance(value, list)
+        else {k: as_tuples(v) for k, v in value.items()}
+        if isinstance(value, dict)
+        else value
+    )
+    return ml_collections.ConfigDict(as_tuples(json.loads(path.read_text())))
+
+
 def default_workdir(name_or_path: str) -> str:
     return f"runs/{Path(name_or_path).stem}"
 
@@ -157,5 +175,3 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise UsageError("train.num_epochs and train.max_steps are both 0: set one of them to run any steps")
     if config.dtype not in ("float32", "bfloat16"):
         raise UsageError(f"--config.dtype={config.dtype}: must be float32 or bfloat16")
-    if config.mesh.data == 0 or config.mesh.data < -1:
-        raise UsageError(f"--config.mesh.data={config.mesh.data}: must be a device count or -1 (all devices)")

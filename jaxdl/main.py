@@ -14,7 +14,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxdl import config as config_lib
-from jaxdl import inference
+from jaxdl import inference, sharding
 from jaxdl.errors import UsageError
 from jaxdl.training import train_and_evaluate
 
@@ -23,6 +23,12 @@ flags.DEFINE_string("experiment", None, "A registered experiment name, or a path
 flags.DEFINE_string("workdir", None, "Where config, metrics and checkpoints go. Default: runs/<experiment>.")
 flags.DEFINE_enum("mode", "train", ["train", "sample"], "train, or sample from a trained language model.")
 flags.DEFINE_bool("list_experiments", False, "Print every registered experiment and exit.")
+# Multi-process (multi-host) runs: every process runs the same command with its own --process_id.
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0, e.g. 10.0.0.1:1234.")
+flags.DEFINE_integer("num_processes", None, "How many processes take part.")
+flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
+flags.DEFINE_bool("distributed", False, "Join a multi-process run found by auto-detection (TPU pod, SLURM, MPI).")
+flags.DEFINE_integer("heartbeat_timeout_seconds", 100, "Stop when another process has been silent this long.")
 
 
 def _fail(message: str) -> None:
@@ -66,6 +72,13 @@ def main(argv: list[str]) -> None:
     workdir = FLAGS.workdir or config_lib.default_workdir(FLAGS.experiment)
     try:
         config_lib.validate(FLAGS.config)
+        sharding.initialize_processes(
+            FLAGS.coordinator_address,
+            FLAGS.num_processes,
+            FLAGS.process_id,
+            FLAGS.distributed,
+            FLAGS.heartbeat_timeout_seconds,
+        )
         if FLAGS.mode == "train":
             train_and_evaluate(FLAGS.config, workdir)
         elif FLAGS.mode == "sample":

@@ -69,7 +69,8 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
     # The state's shapes come from one example; its layout on the mesh from the sharding rule.
     example = dataset.preprocess(train_source.take(np.arange(1)))
     init_state = lambda rng: TrainState.create(experiment.task.init(experiment.model, rng, example), tx)
-    state_sharding = sharding.state_sharding(mesh, jax.eval_shape(init_state, jax.random.key(0)))
+    shapes = jax.eval_shape(init_state, jax.random.key(0))
+    state_sharding = sharding.state_sharding(mesh, shapes, config.mesh.fsdp_min_size)
     return Setup(
         config=config,
         experiment=experiment,

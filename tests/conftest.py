@@ -22,6 +22,21 @@ QUICK = [
 ]
 
 
+def tiny_run_config(experiment: str):
+    """A few steps of mnist_cnn or shakespeare_gpt on a slice of their data: the real code paths, quickly."""
+    import jaxdl
+
+    config = jaxdl.get_config(experiment)
+    config.train.update(max_steps=6, log_every_steps=1, eval_every_steps=0)
+    config.data.update(batch_size=32, eval_batch_size=200)
+    if experiment == "shakespeare_gpt":
+        config.model.update(context=32, num_layers=2, num_heads=2, width=64)
+        config.data.validation_windows = 100
+    else:
+        config.data.update(train_examples=512, test_examples=250)
+    return config
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python -m jaxdl.main ARGS` with the test data directory; returns the finished process."""
     return subprocess.run(

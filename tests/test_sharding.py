@@ -1,0 +1,77 @@
+"""Sharded training gives the one-device result: data-parallel, FSDP and mixed meshes on 8 fake CPU devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import jaxdl
+from jaxdl import config as config_lib
+from jaxdl import inference, sharding
+from jaxdl.errors import UsageError
+
+from conftest import ROOT, read_metrics, tiny_run_config
+
+
+def losses_of(workdir):
+    metrics = read_metrics(workdir)
+    return [m["loss"] for m in metrics if m["split"] == "train"] + [metrics[-1]["loss"]]
+
+
+def params_of(workdir, **mesh):
+    """The run's last parameters, restored onto this process's devices."""
+    config = config_lib.load_config(workdir)
+    config.mesh.update(data=-1, fsdp=1, **mesh)
+    return jax.device_get(inference.restore(config, workdir)[1].params)
+
+
+def assert_trees_close(a, b, rtol):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * 1e-2), a, b)
+
+
+@pytest.mark.parametrize("experiment", ["mnist_cnn", "shakespeare_gpt"])
+def test_data_parallel_fsdp_and_mixed_meshes_match_one_device(tmp_path, experiment):
+    baseline = tmp_path / "one_device"
+    jaxdl.train(tiny_run_config(experiment), baseline)  # this process has one CPU device
+    meshes = {"data_parallel": [8, 1], "fsdp": [1, 8], "mixed": [2, 4]}
+    result = subprocess.run(
+        [sys.executable, "tests/mesh_driver.py", experiment, str(tmp_path), json.dumps(meshes)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = json.loads(result.stdout.split("RESULTS ", 1)[1])
+    assert {run["devices"] for run in runs.values()} == {8}
+    assert runs["data_parallel"]["sharded_arrays"] == 0
+    assert runs["fsdp"]["sharded_arrays"] > 0 and runs["mixed"]["sharded_arrays"] > 0
+    for name in meshes:
+        # Only the order of floating-point sums differs between layouts.
+        np.testing.assert_allclose(losses_of(tmp_path / name), losses_of(baseline), rtol=2e-5)
+        assert_trees_close(params_of(tmp_path / name), params_of(baseline), rtol=1e-4)
+
+
+def test_fsdp_rule_splits_large_arrays_along_a_divisible_dimension_and_replicates_small_ones():
+    P = jax.sharding.PartitionSpec
+    assert sharding.fsdp_spec((128, 512), fsdp_size=4, min_size=16) == P(None, "fsdp")  # largest divisible dim
+    assert sharding.fsdp_spec((512, 6), fsdp_size=4, min_size=16) == P("fsdp", None)
+    assert sharding.fsdp_spec((3, 5), fsdp_size=4, min_size=1) == P()  # nothing divisible: replicated
+    assert sharding.fsdp_spec((4,), fsdp_size=4, min_size=100) == P()  # small: replicated
+    assert sharding.fsdp_spec((1024, 512), fsdp_size=1, min_size=16) == P()  # no fsdp axis
+
+
+@pytest.mark.parametrize(
+    ("data", "fsdp", "message"),
+    [(3, 1, "does not divide the 1 devices"), (1, 2, "does not divide"), (0, 1, "give device counts")],
+)
+def test_bad_meshes_are_usage_errors(data, fsdp, message):
+    config = jaxdl.default_config()
+    config.mesh.update(data=data, fsdp=fsdp)
+    with pytest.raises(UsageError, match=message):
+        sharding.make_mesh(config.mesh)
