@@ -8,8 +8,10 @@ Exit status: 0 success, 2 bad input (one line on stderr), 1 a failure during the
 from __future__ import annotations
 
 import ast
+import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -85,6 +87,19 @@ def main(argv: list[str]) -> None:
             inference.sample(FLAGS.config, workdir)
     except UsageError as e:
         _fail(str(e))
+    except jax.errors.JaxRuntimeError as e:
+        if jax.process_count() == 1:
+            raise
+        # Usually another process died and a collective or the coordination service noticed. os._exit skips
+        # jax's shutdown barrier, which would only wait for the dead process and then abort.
+        first_line = str(e).strip().splitlines()[0][:300]
+        print(
+            f"jaxdl: error: process {jax.process_index()} of {jax.process_count()} stopped: {first_line}. If another "
+            "process died, restart every process with the same command to resume from the last checkpoint.",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(1)
 
 
 def run() -> None:

@@ -29,8 +29,10 @@ def params_of(workdir, **mesh):
     return jax.device_get(inference.restore(config, workdir)[1].params)
 
 
-def assert_trees_close(a, b, rtol):
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * 1e-2), a, b)
+def assert_trees_close(a, b, rtol, atol=1e-5):
+    # atol: Adam divides by sqrt(second moment), so reduction-order noise on near-zero gradients grows to ~1e-6
+    # in a few steps; parameters are ~1e-2 in scale.
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
 
 
 @pytest.mark.parametrize("experiment", ["mnist_cnn", "shakespeare_gpt"])
