@@ -58,3 +58,33 @@ class Checkpoints:
         """Wait for background saves to finish."""
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def step_directory(path: str | Path) -> Path:
+    """The checkpoint a path names: a run's workdir (its newest checkpoint) or one checkpoint step directory."""
+    path = Path(path)
+    if (path / "state").is_dir():
+        return path
+    if (path / "checkpoints").is_dir():
+        steps = sorted(int(p.name) for p in (path / "checkpoints").iterdir() if p.name.isdigit())
+        if steps:
+            return path / "checkpoints" / str(steps[-1])
+    raise UsageError(
+        f"{path} holds no checkpoint: give a run's workdir or a step directory like WORKDIR/checkpoints/1000"
+    )
+
+
+def read_variables(path: str | Path, sharding: jax.sharding.Sharding) -> dict:
+    """{"params": ..., "model_state": ...} of a checkpoint, placed with `sharding` whatever layout wrote it.
+
+    The optimizer state is not read (orbax partial restore), so fine-tuning a large model does not pay for it.
+    """
+    state_dir = step_directory(path) / "state"
+    on_disk = ocp.StandardCheckpointer().metadata(state_dir).item_metadata
+    target = {
+        key: jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), on_disk[key])
+        for key in ("params", "model_state")
+    }
+    restore_args = jax.tree.map(lambda t: ocp.ArrayRestoreArgs(sharding=t.sharding), target)
+    args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
+    return ocp.PyTreeCheckpointer().restore(state_dir, args=args)

@@ -66,7 +66,17 @@ def default_config() -> ml_collections.ConfigDict:
                 "no_decay": ("*bias", "*scale", "*embed*"),  # path globs exempt from weight decay (jaxdl.paths)
                 "momentum": 0.9,
                 "grad_clip_norm": 0.0,  # 0 = no clipping
+                "trainable": (),  # path globs of the parameters that train; () = all. The rest stay frozen.
+                "head": (),  # path globs of the "head": full learning rate; the rest gets backbone_lr_scale times it
+                "backbone_lr_scale": 1.0,
             },
+            # Fine-tuning: start from the parameters (and e.g. batch-norm statistics) of another run's checkpoint.
+            "init": {
+                "from": "",  # a workdir (its newest checkpoint) or a checkpoint step directory
+                "skip": (),  # path globs kept at their fresh initialisation, e.g. a new head ("Dense_1/*",)
+            },
+            # LoRA: rank > 0 adapts the 2-D kernels matching `targets`; only the adapters train.
+            "lora": {"rank": 0, "alpha": 16.0, "targets": ("*kernel",)},
             "checkpoint": {"every_steps": 0, "keep": 3},  # every_steps 0 = once per epoch
             # Devices on each mesh axis (one may be -1: all the others leave). fsdp > 1 shards every state array of
             # at least fsdp_min_size elements over the fsdp axis; smaller ones are replicated.
@@ -138,6 +148,21 @@ def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(as_tuples(json.loads(path.read_text())))
 
 
+def set_string_field(config: ml_collections.ConfigDict, path: str, value: str) -> None:
+    """config[a][b] = value for path "a.b", for a string field only (see jaxdl.main's keyword overrides)."""
+    *parents, name = path.split(".")
+    node = config
+    for part in parents:
+        if part not in node:
+            raise UsageError(f"unknown config key '{part}' in --config.{path}")
+        node = node[part]
+    if name not in node:
+        raise UsageError(f"unknown config key '{name}' in --config.{path}")
+    if not isinstance(node[name], str):
+        raise UsageError(f"--config.{path}={value}: expected a {type(node[name]).__name__}")
+    node[name] = value
+
+
 def default_workdir(name_or_path: str) -> str:
     return f"runs/{Path(name_or_path).stem}"
 
@@ -168,6 +193,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "optim.warmup_steps",
         "optim.weight_decay",
         "optim.grad_clip_norm",
+        "optim.backbone_lr_scale",
+        "lora.rank",
+        "lora.alpha",
         "train.peak_flops",
         allow_zero=True,
     )
@@ -175,3 +203,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise UsageError("train.num_epochs and train.max_steps are both 0: set one of them to run any steps")
     if config.dtype not in ("float32", "bfloat16"):
         raise UsageError(f"--config.dtype={config.dtype}: must be float32 or bfloat16")
+    if config.lora.rank and config.optim.trainable:
+        raise UsageError(
+            "lora.rank > 0 trains only the LoRA adapters: drop --config.optim.trainable, or set lora.rank=0"
+        )
+    if config.init.skip and not config.init["from"]:
+        raise UsageError("--config.init.skip needs --config.init.from (the checkpoint to start from)")

@@ -1,4 +1,5 @@
-"""Using a trained run: restore its checkpoint and sample from a language model (`--mode=sample`)."""
+"""Using a trained run: restore its checkpoint, sample from a language model (`--mode=sample`), merge LoRA adapters
+into plain weights (`--mode=merge_lora`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from jaxdl.checkpoint import Checkpoints
 from jaxdl.data.text import Vocabulary
 from jaxdl.errors import UsageError
 from jaxdl.state import TrainState
-from jaxdl.training import Setup, setup
+from jaxdl.training import Setup, setup, write_config
 
 
 def restore(
@@ -59,3 +60,25 @@ def sample(config: ml_collections.ConfigDict, workdir: str | Path) -> str:
     print(options.prompt + text)
     print(f"[{options.length} characters in {seconds:.2f} s: {options.length / seconds:.0f} tokens/s]", flush=True)
     return text
+
+
+def merge_lora(config: ml_collections.ConfigDict, workdir: str | Path) -> Path:
+    """Write WORKDIR/merged: a run of the un-adapted model whose checkpoint holds the LoRA-merged weights."""
+    if not config.lora.rank:
+        raise UsageError("--mode=merge_lora needs the LoRA run's config: --config.lora.rank > 0 as it was trained")
+    run, state, metadata = restore(config, workdir)
+    plain = config.copy_and_resolve_references()
+    plain.lora.rank = 0
+    plain.init["from"], plain.init.skip = "", ()
+    plain_run = setup(plain)
+    fresh = jax.jit(plain_run.init_state, out_shardings=plain_run.state_sharding)(jax.random.key(0))
+    merged_params = jax.jit(run.experiment.model.merge, out_shardings=plain_run.state_sharding.params)(state.params)
+    merged = fresh.replace(step=state.step, params=merged_params, model_state=state.model_state)
+    target = Path(workdir) / "merged"
+    target.mkdir(parents=True, exist_ok=True)
+    write_config(plain, target)
+    store = Checkpoints(target / "checkpoints", keep=1)
+    store.save(merged, {}, metadata)
+    store.close()
+    print(f"merged LoRA adapters into {target} (step {int(np.asarray(state.step))})")
+    return target

@@ -8,6 +8,7 @@ Exit status: 0 success, 2 bad input (one line on stderr), 1 a failure during the
 from __future__ import annotations
 
 import ast
+import keyword
 import os
 import sys
 
@@ -23,7 +24,12 @@ from jaxdl.training import train_and_evaluate
 FLAGS = flags.FLAGS
 flags.DEFINE_string("experiment", None, "A registered experiment name, or a path to a .py file with get_config().")
 flags.DEFINE_string("workdir", None, "Where config, metrics and checkpoints go. Default: runs/<experiment>.")
-flags.DEFINE_enum("mode", "train", ["train", "sample"], "train, or sample from a trained language model.")
+flags.DEFINE_enum(
+    "mode",
+    "train",
+    ["train", "sample", "merge_lora"],
+    "train; sample from a trained language model; merge_lora: write WORKDIR/merged with the adapters folded in.",
+)
 flags.DEFINE_bool("list_experiments", False, "Print every registered experiment and exit.")
 # Multi-process (multi-host) runs: every process runs the same command with its own --process_id.
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, e.g. 10.0.0.1:1234.")
@@ -38,6 +44,19 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _split_keyword_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Take out `--config.a.from=v` style overrides: ml_collections parses key paths as Python, where a keyword
+    such as `from` is a syntax error. They are applied after parsing instead."""
+    kept, taken = [], []
+    for arg in argv:
+        path, _, value = arg.removeprefix("--config.").partition("=")
+        if arg.startswith("--config.") and "=" in arg and any(keyword.iskeyword(p) for p in path.split(".")):
+            taken.append((path, value))
+        else:
+            kept.append(arg)
+    return kept, taken
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl flags parser that turns every parsing problem into one line and exit status 2."""
     try:
@@ -47,8 +66,12 @@ def parse_flags(argv: list[str]) -> list[str]:
         if not FLAGS.experiment:
             raise UsageError("--experiment is required (run with --list_experiments to see the choices)")
         config = config_lib.get_config(FLAGS.experiment)
+        argv, keyword_overrides = _split_keyword_overrides(argv)
+        sys.argv = argv  # config_flags registers one flag per override it finds in sys.argv, when defined
         config_flags.DEFINE_config_dict("config", config, lock_config=True)
         rest = FLAGS(argv)
+        for path, value in keyword_overrides:
+            config_lib.set_string_field(FLAGS.config, path, value)
     except UsageError as e:
         _fail(str(e))
     except (AttributeError, KeyError) as e:
@@ -85,6 +108,8 @@ def main(argv: list[str]) -> None:
             train_and_evaluate(FLAGS.config, workdir)
         elif FLAGS.mode == "sample":
             inference.sample(FLAGS.config, workdir)
+        elif FLAGS.mode == "merge_lora":
+            inference.merge_lora(FLAGS.config, workdir)
     except UsageError as e:
         _fail(str(e))
     except jax.errors.JaxRuntimeError as e:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import jax
 import ml_collections
 import optax
@@ -23,9 +26,8 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) 
     return schedules[config.schedule]()
 
 
-def build_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-    """The optimizer named by `config.name`, driven by its schedule, after optional gradient-norm clipping."""
-    lr = learning_rate_schedule(config, total_steps)
+def _optimizer(config: ml_collections.ConfigDict, lr: optax.Schedule) -> optax.GradientTransformation:
+    """The optimizer named by `config.name` at learning rate `lr`, after optional clipping and weight decay."""
     wd, momentum = config.weight_decay, config.momentum
     # Weight decay applies to every parameter except those matching optim.no_decay (biases, norms, embeddings).
     decay_mask = lambda params: jax.tree.map(lambda excluded: not excluded, paths.select(params, config.no_decay))
@@ -46,3 +48,37 @@ def build_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> opta
         parts.append(optax.add_decayed_weights(wd, mask=decay_mask))
     parts.append(optimizers[config.name]())
     return optax.chain(*parts)
+
+
+def parameter_groups(params: Any, trainable: Sequence[str], head: Sequence[str]) -> Any:
+    """A label per parameter: "frozen" (not matching `trainable`, when given), "head" (matching `head`) or
+    "backbone" (the rest)."""
+
+    def label(path, _):
+        name = paths.path_name(path)
+        if trainable and not paths.matches(name, trainable):
+            return "frozen"
+        return "head" if head and paths.matches(name, head) else "backbone"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def build_optimizer(
+    config: ml_collections.ConfigDict, total_steps: int, trainable: Sequence[str] = ()
+) -> optax.GradientTransformation:
+    """One optax transformation for the whole model.
+
+    Without `trainable` (path globs; everything else frozen) or `config.head` patterns it is the plain optimizer.
+    Otherwise `optax.multi_transform` gives frozen parameters zero updates and no optimizer state, the head the
+    full learning rate and the backbone `config.backbone_lr_scale` times it (discriminative learning rates).
+    """
+    lr = learning_rate_schedule(config, total_steps)
+    if not trainable and not config.head:
+        return _optimizer(config, lr)
+    scale = config.backbone_lr_scale
+    transforms = {
+        "head": _optimizer(config, lr),
+        "backbone": _optimizer(config, lambda step: scale * lr(step)),
+        "frozen": optax.set_to_zero(),
+    }
+    return optax.multi_transform(transforms, lambda params: parameter_groups(params, trainable, config.head))

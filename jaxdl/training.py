@@ -18,9 +18,10 @@ from jax.sharding import Mesh
 
 from jaxdl import config as config_lib
 from jaxdl import data as data_lib
-from jaxdl import flops, optim, sharding
+from jaxdl import finetune, flops, optim, sharding
 from jaxdl.checkpoint import Checkpoints
 from jaxdl.errors import UsageError
+from jaxdl.lora import LoRA
 from jaxdl.reporting import Reporter
 from jaxdl.state import TrainState
 
@@ -37,6 +38,7 @@ class Setup:
     test_source: data_lib.Source
     steps_per_epoch: int
     total_steps: int
+    trainable: tuple[str, ...]  # path globs of the parameters that train; () = all
     tx: optax.GradientTransformation
     init_state: Callable[[jax.Array], TrainState]  # rng -> a fresh state
     state_sharding: Any  # the sharding rule applied to the state's tree
@@ -52,6 +54,10 @@ class Setup:
 def setup(config: ml_collections.ConfigDict) -> Setup:
     """Build the experiment and derive the mesh, data splits, step counts and state layout; checks all inputs."""
     experiment = config_lib.build_experiment(config)
+    trainable = tuple(config.optim.trainable)
+    if config.lora.rank:  # the same model with adapters on its kernels; only the adapters train
+        model = LoRA(experiment.model, config.lora.rank, config.lora.alpha, tuple(config.lora.targets))
+        experiment, trainable = dataclasses.replace(experiment, model=model), ("lora/*",)
     mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch_size(config.data.batch_size, mesh)
     sharding.check_batch_size(config.data.eval_batch_size, mesh, name="data.eval_batch_size")
@@ -65,7 +71,7 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
     if steps_per_epoch == 0:
         raise UsageError(f"--config.data.batch_size={config.data.batch_size} exceeds the {len(train_source)} examples")
     total_steps = config.train.max_steps or config.train.num_epochs * steps_per_epoch
-    tx = optim.build_optimizer(config.optim, total_steps)
+    tx = optim.build_optimizer(config.optim, total_steps, trainable)
     # The state's shapes come from one example; its layout on the mesh from the sharding rule.
     example = dataset.preprocess(train_source.take(np.arange(1)))
     init_state = lambda rng: TrainState.create(experiment.task.init(experiment.model, rng, example), tx)
@@ -80,6 +86,7 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
         test_source=test_source,
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
+        trainable=trainable,
         tx=tx,
         init_state=init_state,
         state_sharding=state_sharding,
@@ -103,6 +110,19 @@ def evaluate(run: Setup, eval_step: Callable, state: TrainState, source: data_li
         sums = eval_step(state, sharding.global_batch(local_batch, run.mesh))
         totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
     return run.experiment.task.summarize(jax.device_get(totals))
+
+
+def init_from_checkpoint(run: Setup, state: TrainState) -> TrainState:
+    """A fresh state whose parameters (and e.g. batch statistics) come from `init.from`, with a new optimizer."""
+    lora = isinstance(run.experiment.model, LoRA)
+    variables = {"params": state.params["base"] if lora else state.params, **state.model_state}
+    init = run.config.init
+    merged, table = finetune.initialize_from(init["from"], variables, tuple(init.skip), sharding.replicated(run.mesh))
+    params = {**state.params, "base": merged.pop("params")} if lora else merged.pop("params")
+    if jax.process_index() == 0:
+        print(table)
+    create = lambda params, model_state: TrainState.create({"params": params, **model_state}, run.tx)
+    return jax.jit(create, out_shardings=run.state_sharding)(params, merged)
 
 
 def check_workdir(workdir: Path) -> None:
@@ -149,9 +169,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     resume_step = checkpoints.latest_step()
     if resume_step is None:
         state = jax.jit(run.init_state, out_shardings=run.state_sharding)(init_rng)
+        if config.init["from"]:
+            state = init_from_checkpoint(run, state)
     else:
         state, position = checkpoints.restore(run.abstract_state(), resume_step)
-        train_batches.set_state(position)
+        if position:  # a checkpoint written by --mode=merge_lora has no data position
+            train_batches.set_state(position)
     write_config(config, workdir)
 
     # Compiled once, ahead of time, for the batch's shapes: XLA's cost analysis then gives the FLOPs for MFU.
@@ -173,10 +196,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     step = int(jax.device_get(state.step))
     reporter = Reporter(workdir, total_steps, step)
+    groups = optim.parameter_groups(state.params, run.trainable, ())
+    trainable, total = finetune.parameter_counts(state.params, jax.tree.map(lambda g: g != "frozen", groups))
+    start = "from scratch" if not config.init["from"] else f"initialised from {config.init['from']}"
+    start = f"resuming at step {step}" if resume_step is not None else start
     reporter.print(
         f"{config.experiment}: {len(run.train_source)} train, {len(run.eval_source)} eval, {len(run.test_source)} "
-        f"test examples; {mesh.size} device(s) {dict(mesh.shape)} ({jax.devices()[0].platform}); "
-        f"{'resuming at step ' + str(step) if resume_step is not None else 'from scratch'}; workdir {workdir}"
+        f"test examples; {trainable:,} of {total:,} parameters train; "
+        f"{mesh.size} device(s) {dict(mesh.shape)} ({jax.devices()[0].platform}); "
+        f"{start}; workdir {workdir}"
     )
     pending, interval_start, batch = [], time.perf_counter(), first_batch
     while step < total_steps:
