@@ -11,6 +11,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 from jaxdl.errors import UsageError
 
@@ -80,7 +81,12 @@ def read_variables(path: str | Path, sharding: jax.sharding.Sharding) -> dict:
     The optimizer state is not read (orbax partial restore), so fine-tuning a large model does not pay for it.
     """
     state_dir = step_directory(path) / "state"
-    on_disk = ocp.StandardCheckpointer().metadata(state_dir).item_metadata
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # orbax warns that the step's metadata file is one level up: it is
+    try:
+        on_disk = ocp.StandardCheckpointer().metadata(state_dir).item_metadata
+    finally:
+        logging.set_verbosity(verbosity)
     target = {
         key: jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), on_disk[key])
         for key in ("params", "model_state")

@@ -61,7 +61,9 @@ def default_config() -> ml_collections.ConfigDict:
                 "name": "adam",  # sgd, momentum, nesterov, adam, adamw, rmsprop
                 "learning_rate": 1e-3,
                 "schedule": "constant",  # constant, cosine, warmup_cosine, onecycle
-                "warmup_steps": 0,
+                "warmup_steps": 0,  # for warmup_cosine
+                "onecycle_pct_start": 0.3,  # onecycle: the fraction of steps rising to learning_rate
+                "onecycle_final_div": 1e4,  # onecycle: the final rate is learning_rate / 25 / this
                 "weight_decay": 0.0,
                 "no_decay": ("*bias", "*scale", "*embed*"),  # path globs exempt from weight decay (jaxdl.paths)
                 "momentum": 0.9,

@@ -19,7 +19,9 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) 
         "constant": lambda: optax.constant_schedule(lr),
         "cosine": lambda: optax.cosine_decay_schedule(lr, total_steps),
         "warmup_cosine": lambda: optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(total_steps, warmup + 1)),
-        "onecycle": lambda: optax.cosine_onecycle_schedule(total_steps, lr),
+        "onecycle": lambda: optax.cosine_onecycle_schedule(
+            total_steps, lr, pct_start=config.onecycle_pct_start, final_div_factor=config.onecycle_final_div
+        ),
     }
     if config.schedule not in schedules:
         raise UsageError(f"--config.optim.schedule={config.schedule}: choose one of {', '.join(schedules)}")

@@ -112,6 +112,14 @@ def evaluate(run: Setup, eval_step: Callable, state: TrainState, source: data_li
     return run.experiment.task.summarize(jax.device_get(totals))
 
 
+def augmented_train_step(train_step: Callable, augment: Callable | None, model, tx, state, batch, rng):
+    """The task's step, on a batch first augmented on the device (when the data has an augmentation)."""
+    if augment is not None:
+        # A key of its own per step: fold_in(rng, step) is the task's dropout key, this one is folded twice.
+        batch = augment(batch, jax.random.fold_in(jax.random.fold_in(rng, state.step), 1))
+    return train_step(model, tx, state, batch, rng)
+
+
 def init_from_checkpoint(run: Setup, state: TrainState) -> TrainState:
     """A fresh state whose parameters (and e.g. batch statistics) come from `init.from`, with a new optimizer."""
     lora = isinstance(run.experiment.model, LoRA)
@@ -181,7 +189,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     first_batch = sharding.global_batch(next(train_batches), mesh)
     train_step = (
         jax.jit(
-            functools.partial(task.train_step, model, run.tx),
+            functools.partial(augmented_train_step, task.train_step, dataset.augment, model, run.tx),
             in_shardings=(run.state_sharding, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
             out_shardings=(run.state_sharding, sharding.replicated(mesh)),
             donate_argnums=0,  # the old state's buffers are reused for the new one

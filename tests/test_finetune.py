@@ -104,7 +104,7 @@ def test_frozen_layers_stay_bit_identical_while_the_head_trains(pretrained, tmp_
     config = finetune_config(pretrained, **{"optim.trainable": ("Dense_1/*",), "train.max_steps": 4})
     jaxdl.train(config, tmp_path / "frozen")
     before, after = params_of(pretrained), params_of(tmp_path / "frozen")
-    for name in ("Conv_0", "Conv_1", "Dense_0", "BatchNorm_0"):
+    for name in ("Conv_0", "Conv_1", "Dense_0"):
         jax.tree.map(np.testing.assert_array_equal, after[name], before[name])
     assert not np.array_equal(after["Dense_1"]["kernel"], before["Dense_1"]["kernel"])
 
@@ -144,7 +144,7 @@ def test_init_from_errors_are_usage_errors_with_exit_2(pretrained, tmp_path):
         f"--config.init.from={pretrained}",
         "--config.model.dense=64",
     )
-    assert result.returncode == 2 and "params/Dense_0/kernel has shape (3136, 128)" in result.stderr
+    assert result.returncode == 2 and "params/Dense_0/kernel has shape (1568, 128)" in result.stderr
     result = run_cli("--experiment=mnist_cnn", f"--workdir={tmp_path}/b", *QUICK, f"--config.init.from={tmp_path}")
     assert result.returncode == 2 and "holds no checkpoint" in result.stderr
     result = run_cli("--experiment=mnist_cnn", *QUICK, "--config.init.skip=('x',)")

@@ -58,7 +58,7 @@ def test_eval_sums_ignore_masked_examples_and_summarize_to_known_values():
 
 
 def test_standard_train_step_reduces_the_loss_and_updates_batch_stats():
-    model = models.CNN(num_classes=10, features=(4,), dense=16)
+    model = models.CNN(num_classes=10, features=(4,), dense=16, batch_norm=True)
     task = tasks.Classification(num_classes=10)
     rng = np.random.default_rng(0)
     batch = {"inputs": rng.random((16, 28, 28, 1), np.float32), "targets": rng.integers(0, 10, 16)}

@@ -115,6 +115,11 @@ def test_when_one_process_dies_the_other_stops_with_a_clear_error_in_bounded_tim
     victim.kill()
     killed = time.time()
     _, stderr = survivor.communicate(timeout=120)
-    assert time.time() - killed < 60
+    assert time.time() - killed < 60  # bounded by the 10 s heartbeat timeout, with room for a loaded machine
     assert survivor.returncode != 0
-    assert "jaxdl: error: process 0 of 2 stopped" in stderr
+    # Whichever notices first: a failed collective reaches Python (jaxdl's one line), or the coordination service's
+    # missed heartbeats make jax terminate the process with its own message.
+    assert (
+        "jaxdl: error: process 0 of 2 stopped" in stderr
+        or "This most likely indicates that another task died" in stderr
+    )

@@ -41,9 +41,6 @@ def train_batches(
         .repeat(None)
         .batch(global_batch_size, drop_remainder=True, batch_fn=gather)
     )
-    if data.augment is not None:
-        # grain seeds the generator from (seed, batch index): deterministic and identical after a resume.
-        dataset = dataset.random_map(data.augment, seed=seed + 1)
     # One background thread prepares the next batches while the device runs the current step.
     return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)))
 

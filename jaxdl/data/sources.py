@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -43,15 +43,17 @@ class ArraySource:
 class Dataset:
     """An experiment's data: the splits and the per-batch numpy transforms applied on the way in.
 
-    `preprocess(batch)` runs on every split (e.g. uint8 pixels to floats); `augment(batch, rng)` runs on
-    training batches only, with a numpy Generator seeded from (seed, step) so resumed runs see the same images.
+    `preprocess(batch)` (numpy) runs on every split as batches are read, e.g. uint8 pixels to floats.
+    `augment(batch, rng)` (jax) runs on training batches inside the compiled train step, on the device, with a key
+    derived from (seed, step): a resumed run sees the same images, and since jax's random numbers do not depend on
+    how an array is sharded, so does a run on any number of devices or processes.
     """
 
     train: Source
     test: Source
     validation: Source | None = None
     preprocess: Callable[[Batch], Batch] = lambda batch: batch
-    augment: Callable[[Batch, np.random.Generator], Batch] | None = None
+    augment: Callable[[dict, Any], dict] | None = None
     metadata: dict = dataclasses.field(default_factory=dict)  # JSON saved with every checkpoint, e.g. a vocabulary
 
 
