@@ -6,13 +6,19 @@ or invisible; saves run in the background while training continues.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
+from jaxdl import paths
 from jaxdl.errors import UsageError
 
 
@@ -37,18 +43,72 @@ class Checkpoints:
             data=ocp.args.JsonSave(data_position),
             metadata=ocp.args.JsonSave(metadata),
         )
-        self.manager.save(step, args=args, force=True)
+        with self._disk_errors(step):
+            self.manager.save(step, args=args, force=True)
+
+    @contextlib.contextmanager
+    def _disk_errors(self, step: int | None):
+        """A full disk is the user's to fix: say so in one line. (orbax reports background write errors at the next
+        save or at close.) The unfinished save stays invisible; the checkpoints before it are intact."""
+        try:
+            yield
+        except Exception as e:
+            if not ("No space left on device" in str(e) or getattr(e, "errno", None) == errno.ENOSPC):
+                raise
+            raise UsageError(
+                f"no space left on the disk of {self.directory} while saving a checkpoint"
+                f"{'' if step is None else f' (step {step})'}: free some space or use another --workdir; "
+                "the checkpoints already there are intact"
+            ) from None
+
+    def restore_newest_readable(self, abstract_state: Any) -> tuple[Any, dict, int] | None:
+        """(state, data position, step) of the newest checkpoint that reads back whole; None when there is none.
+
+        A damaged checkpoint (truncated or garbled files) is moved to WORKDIR/damaged_checkpoints/STEP — kept, never
+        deleted — with a warning, and the previous one is tried. A checkpoint of a different model is bad input.
+        """
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                self.check_fits(abstract_state, step)
+                state, position = self.restore(abstract_state, step)
+                return state, position, step
+            except UsageError:
+                raise
+            except Exception as e:  # any read failure: tensorstore, JSON, missing files
+                self.set_aside(step, f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")
+        return None
+
+    def check_fits(self, abstract_state: Any, step: int) -> None:
+        """UsageError if checkpoint `step` holds arrays of other paths or shapes than `abstract_state`."""
+        saved = _array_shapes(read_state_metadata(self.directory / str(step)))
+        expected = {paths.path_name(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(abstract_state)}
+        differences = [f"{n}: {saved.get(n)} saved, {s} expected" for n, s in expected.items() if saved.get(n) != s]
+        differences += [f"{n}: saved, not in this model" for n in saved if n not in expected]
+        if differences:
+            raise UsageError(
+                f"the checkpoint {self.directory / str(step)} is of a different model ({len(differences)} arrays "
+                f"differ, e.g. {'; '.join(differences[:3])}); use a new --workdir, or the config it was trained with"
+            )
+
+    def set_aside(self, step: int, reason: str) -> None:
+        damaged = self.directory.parent / "damaged_checkpoints" / str(step)
+        if jax.process_index() == 0:
+            damaged.parent.mkdir(exist_ok=True)
+            shutil.move(str(self.directory / str(step)), str(damaged))
+            logging.warning(
+                "checkpoint %s is damaged (%s); moved it to %s; trying the one before", step, reason, damaged
+            )
+            print(
+                f"warning: checkpoint {step} is damaged ({reason}); moved it to {damaged}; trying the one before",
+                file=sys.stderr,
+            )
+        multihost_utils.sync_global_devices(f"jaxdl set aside checkpoint {step}")
+        self.manager.reload()
 
     def restore(self, abstract_state: Any, step: int) -> tuple[Any, dict]:
         """The state at `step`, laid out as `abstract_state` says (shapes, dtypes, shardings), and the data position."""
         args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore())
-        try:
-            restored = self.manager.restore(step, args=args)
-        except (ValueError, KeyError, TypeError) as e:
-            raise UsageError(
-                f"the checkpoint {self.directory / str(step)} does not fit this experiment's model "
-                f"({str(e).splitlines()[0][:200]}); use a new --workdir, or the config it was trained with"
-            ) from None
+        restored = self.manager.restore(step, args=args)
         return restored.state, restored.data
 
     def metadata(self, step: int) -> dict:
@@ -57,7 +117,8 @@ class Checkpoints:
 
     def close(self) -> None:
         """Wait for background saves to finish."""
-        self.manager.wait_until_finished()
+        with self._disk_errors(None):
+            self.manager.wait_until_finished()
         self.manager.close()
 
 
@@ -75,18 +136,27 @@ def step_directory(path: str | Path) -> Path:
     )
 
 
+def read_state_metadata(step_dir: Path) -> Any:
+    """The tree of array metadata (shapes, dtypes) of a checkpoint's train state, without reading the arrays."""
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # orbax warns that the step's metadata file is one level up: it is
+    try:
+        return ocp.StandardCheckpointer().metadata(step_dir / "state").item_metadata
+    finally:
+        logging.set_verbosity(verbosity)
+
+
+def _array_shapes(metadata: Any) -> dict[str, tuple]:
+    return {paths.path_name(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(metadata)}
+
+
 def read_variables(path: str | Path, sharding: jax.sharding.Sharding) -> dict:
     """{"params": ..., "model_state": ...} of a checkpoint, placed with `sharding` whatever layout wrote it.
 
     The optimizer state is not read (orbax partial restore), so fine-tuning a large model does not pay for it.
     """
     state_dir = step_directory(path) / "state"
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.ERROR)  # orbax warns that the step's metadata file is one level up: it is
-    try:
-        on_disk = ocp.StandardCheckpointer().metadata(state_dir).item_metadata
-    finally:
-        logging.set_verbosity(verbosity)
+    on_disk = read_state_metadata(state_dir.parent)
     target = {
         key: jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), on_disk[key])
         for key in ("params", "model_state")
@@ -94,3 +164,12 @@ def read_variables(path: str | Path, sharding: jax.sharding.Sharding) -> dict:
     restore_args = jax.tree.map(lambda t: ocp.ArrayRestoreArgs(sharding=t.sharding), target)
     args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
     return ocp.PyTreeCheckpointer().restore(state_dir, args=args)
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The dataset metadata (JSON) saved with a checkpoint: a run's workdir (newest) or a step directory."""
+    step_dir = step_directory(path)
+    manager = ocp.CheckpointManager(step_dir.parent, options=ocp.CheckpointManagerOptions(read_only=True))
+    metadata = manager.restore(int(step_dir.name), args=ocp.args.Composite(metadata=ocp.args.JsonRestore())).metadata
+    manager.close()
+    return metadata

@@ -55,12 +55,15 @@ def default_config() -> ml_collections.ConfigDict:
                 "max_steps": 0,  # stop after this many steps; 0 = run num_epochs
                 "log_every_steps": 50,
                 "eval_every_steps": 0,  # 0 = once per epoch
+                "skip_nonfinite": False,  # skip (and count) updates whose gradients hold NaN/Inf instead of stopping
                 "peak_flops": 0.0,  # per-device FLOP/s that MFU is measured against; 0 = time a matmul at start-up
             },
             "optim": {
                 "name": "adam",  # sgd, momentum, nesterov, adam, adamw, rmsprop
                 "learning_rate": 1e-3,
                 "schedule": "constant",  # constant, cosine, warmup_cosine, onecycle
+                "min_learning_rate": 0.0,  # where cosine and warmup_cosine end
+                "b2": 0.999,  # Adam/AdamW second-moment decay
                 "warmup_steps": 0,  # for warmup_cosine
                 "onecycle_pct_start": 0.3,  # onecycle: the fraction of steps rising to learning_rate
                 "onecycle_final_div": 1e4,  # onecycle: the final rate is learning_rate / 25 / this
@@ -77,7 +80,7 @@ def default_config() -> ml_collections.ConfigDict:
                 "from": "",  # a workdir (its newest checkpoint) or a checkpoint step directory
                 "skip": (),  # path globs kept at their fresh initialisation, e.g. a new head ("Dense_1/*",)
             },
-            # LoRA: rank > 0 adapts the 2-D kernels matching `targets`; only the adapters train.
+            # LoRA: rank > 0 adapts the 2-D kernels matching `targets`; the adapters train, plus optim.trainable.
             "lora": {"rank": 0, "alpha": 16.0, "targets": ("*kernel",)},
             "checkpoint": {"every_steps": 0, "keep": 3},  # every_steps 0 = once per epoch
             # Devices on each mesh axis (one may be -1: all the others leave). fsdp > 1 shards every state array of
@@ -196,6 +199,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "optim.weight_decay",
         "optim.grad_clip_norm",
         "optim.backbone_lr_scale",
+        "optim.min_learning_rate",
+        "optim.b2",
         "lora.rank",
         "lora.alpha",
         "train.peak_flops",
@@ -205,9 +210,5 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise UsageError("train.num_epochs and train.max_steps are both 0: set one of them to run any steps")
     if config.dtype not in ("float32", "bfloat16"):
         raise UsageError(f"--config.dtype={config.dtype}: must be float32 or bfloat16")
-    if config.lora.rank and config.optim.trainable:
-        raise UsageError(
-            "lora.rank > 0 trains only the LoRA adapters: drop --config.optim.trainable, or set lora.rank=0"
-        )
     if config.init.skip and not config.init["from"]:
         raise UsageError("--config.init.skip needs --config.init.from (the checkpoint to start from)")

@@ -18,7 +18,7 @@ from ml_collections import config_flags
 
 from jaxdl import config as config_lib
 from jaxdl import inference, sharding
-from jaxdl.errors import UsageError
+from jaxdl.errors import TrainingFailed, UsageError
 from jaxdl.training import train_and_evaluate
 
 FLAGS = flags.FLAGS
@@ -112,6 +112,9 @@ def main(argv: list[str]) -> None:
             inference.merge_lora(FLAGS.config, workdir)
     except UsageError as e:
         _fail(str(e))
+    except TrainingFailed as e:
+        print(f"jaxdl: error: {e}", file=sys.stderr)
+        sys.exit(1)
     except jax.errors.JaxRuntimeError as e:
         if jax.process_count() == 1:
             raise

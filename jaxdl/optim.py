@@ -17,8 +17,10 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) 
     lr, warmup = config.learning_rate, config.warmup_steps
     schedules = {
         "constant": lambda: optax.constant_schedule(lr),
-        "cosine": lambda: optax.cosine_decay_schedule(lr, total_steps),
-        "warmup_cosine": lambda: optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(total_steps, warmup + 1)),
+        "cosine": lambda: optax.cosine_decay_schedule(lr, total_steps, alpha=config.min_learning_rate / lr),
+        "warmup_cosine": lambda: optax.warmup_cosine_decay_schedule(
+            0.0, lr, warmup, max(total_steps, warmup + 1), end_value=config.min_learning_rate
+        ),
         "onecycle": lambda: optax.cosine_onecycle_schedule(
             total_steps, lr, pct_start=config.onecycle_pct_start, final_div_factor=config.onecycle_final_div
         ),
@@ -37,8 +39,8 @@ def _optimizer(config: ml_collections.ConfigDict, lr: optax.Schedule) -> optax.G
         "sgd": lambda: optax.sgd(lr),
         "momentum": lambda: optax.sgd(lr, momentum=momentum),
         "nesterov": lambda: optax.sgd(lr, momentum=momentum, nesterov=True),
-        "adam": lambda: optax.adam(lr),
-        "adamw": lambda: optax.adamw(lr, weight_decay=wd, mask=decay_mask),
+        "adam": lambda: optax.adam(lr, b2=config.b2),
+        "adamw": lambda: optax.adamw(lr, b2=config.b2, weight_decay=wd, mask=decay_mask),
         "rmsprop": lambda: optax.rmsprop(lr, momentum=momentum),
     }
     if config.name not in optimizers:

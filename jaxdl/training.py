@@ -5,22 +5,26 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from jaxdl import config as config_lib
 from jaxdl import data as data_lib
 from jaxdl import finetune, flops, optim, sharding
 from jaxdl.checkpoint import Checkpoints
-from jaxdl.errors import UsageError
+from jaxdl.errors import TrainingFailed, UsageError
 from jaxdl.lora import LoRA
 from jaxdl.reporting import Reporter
 from jaxdl.state import TrainState
@@ -55,9 +59,10 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
     """Build the experiment and derive the mesh, data splits, step counts and state layout; checks all inputs."""
     experiment = config_lib.build_experiment(config)
     trainable = tuple(config.optim.trainable)
-    if config.lora.rank:  # the same model with adapters on its kernels; only the adapters train
+    if config.lora.rank:  # the same model with adapters on its kernels; the adapters train, plus optim.trainable
         model = LoRA(experiment.model, config.lora.rank, config.lora.alpha, tuple(config.lora.targets))
         experiment, trainable = dataclasses.replace(experiment, model=model), ("lora/*",)
+        trainable += tuple(f"base/{pattern}" for pattern in config.optim.trainable)  # e.g. a fresh head
     mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch_size(config.data.batch_size, mesh)
     sharding.check_batch_size(config.data.eval_batch_size, mesh, name="data.eval_batch_size")
@@ -72,6 +77,8 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
         raise UsageError(f"--config.data.batch_size={config.data.batch_size} exceeds the {len(train_source)} examples")
     total_steps = config.train.max_steps or config.train.num_epochs * steps_per_epoch
     tx = optim.build_optimizer(config.optim, total_steps, trainable)
+    if config.train.skip_nonfinite:  # updates from NaN/Inf gradients are dropped (and counted), up to 100 in a row
+        tx = optax.apply_if_finite(tx, max_consecutive_errors=100)
     # The state's shapes come from one example; its layout on the mesh from the sharding rule.
     example = dataset.preprocess(train_source.take(np.arange(1)))
     init_state = lambda rng: TrainState.create(experiment.task.init(experiment.model, rng, example), tx)
@@ -150,10 +157,46 @@ def write_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
         tmp.replace(workdir / "config.json")
 
 
-def mean_metrics(pending: list[dict]) -> dict[str, float]:
-    """Average the per-step train metrics of one log interval (fetched from the device in one go)."""
-    fetched = jax.device_get(pending)
-    return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+class StopRequest:
+    """SIGTERM (a preemption notice) asks the loop to finish its step, save a checkpoint and return.
+
+    The signal handler only sets a flag: saving inside a handler could interrupt a save already under way. With
+    several processes, jax's preemption service picks a step at which all of them stop together.
+    """
+
+    def __init__(self):
+        self.flag, self.previous = False, None
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._set)
+
+    def _set(self, signum, frame) -> None:
+        self.flag = True
+
+    def requested(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.flag
+
+    def release(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def check_finite_losses(fetched: list[dict], first_step: int) -> None:
+    """TrainingFailed naming the first step of the interval whose loss is NaN or infinite."""
+    for offset, metrics in enumerate(fetched):
+        if not np.isfinite(metrics["loss"]):
+            raise TrainingFailed(
+                f"the loss is {float(metrics['loss'])} at step {first_step + offset}: training diverged. Lower "
+                "--config.optim.learning_rate, set --config.optim.grad_clip_norm, or set "
+                "--config.train.skip_nonfinite=True to skip such updates; the checkpoints written so far are intact"
+            )
+
+
+@jax.jit
+def all_finite(state: TrainState) -> jax.Array:
+    leaves = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
@@ -174,13 +217,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     )
     workdir.mkdir(parents=True, exist_ok=True)
     checkpoints = Checkpoints(workdir / "checkpoints", config.checkpoint.keep)
-    resume_step = checkpoints.latest_step()
-    if resume_step is None:
+    restored = checkpoints.restore_newest_readable(run.abstract_state())
+    resume_step = None if restored is None else restored[2]
+    if restored is None:
         state = jax.jit(run.init_state, out_shardings=run.state_sharding)(init_rng)
         if config.init["from"]:
             state = init_from_checkpoint(run, state)
     else:
-        state, position = checkpoints.restore(run.abstract_state(), resume_step)
+        state, position, _ = restored
         if position:  # a checkpoint written by --mode=merge_lora has no data position
             train_batches.set_state(position)
     write_config(config, workdir)
@@ -215,6 +259,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         f"{start}; workdir {workdir}"
     )
     pending, interval_start, batch = [], time.perf_counter(), first_batch
+    stop = StopRequest()
     while step < total_steps:
         if batch is None:
             batch = sharding.global_batch(next(train_batches), mesh)
@@ -222,8 +267,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         step, batch = step + 1, None
         pending.append(metrics)
         reporter.advance()
-        if step % config.train.log_every_steps == 0 or step == total_steps:
-            summary = mean_metrics(pending)  # the one host sync of the interval
+        stopping = stop.requested(step)
+        due_log = step % config.train.log_every_steps == 0 or step == total_steps
+        due_save = step % checkpoint_every == 0 or step == total_steps or stopping
+        if due_log or due_save:
+            fetched = jax.device_get(pending)  # the one host sync of the interval
+            if not config.train.skip_nonfinite:
+                check_finite_losses(fetched, first_step=step - len(pending) + 1)
+        if due_log:
+            summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
             steps_per_sec = len(pending) / (time.perf_counter() - interval_start)
             summary["learning_rate"] = float(learning_rate(step - 1))
             summary["steps_per_sec"] = steps_per_sec
@@ -232,15 +284,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 summary["tokens_per_sec"] = summary["examples_per_sec"] * tokens_per_example
             if step_flops:
                 summary["mfu"] = step_flops * steps_per_sec / peak_flops
+            if config.train.skip_nonfinite:
+                summary["skipped_updates"] = int(jax.device_get(state.opt_state.total_notfinite))
             reporter.write(step, "train", summary)
             pending, interval_start = [], time.perf_counter()
-        if step % checkpoint_every == 0 or step == total_steps:
+        if due_save:
+            if not all_finite(state):  # never write a checkpoint with NaN or Inf in it
+                raise TrainingFailed(
+                    f"the train state holds NaN or Inf after step {step} (the loss was finite): lower "
+                    "--config.optim.learning_rate or set --config.optim.grad_clip_norm; earlier checkpoints are intact"
+                )
             checkpoints.save(state, train_batches.get_state(), dataset.metadata)
+        if stopping:
+            checkpoints.close()
+            reporter.print(f"stopped by SIGTERM after step {step}; checkpoint saved; rerun the same command to resume")
+            reporter.close()
+            return {}
         # Without a validation split the periodic evaluation looks at the test split, so the final one is skipped:
         # the "test" line below is that evaluation.
         if step % eval_every == 0 and (step != total_steps or run.eval_source is not run.test_source):
             reporter.write(step, "eval", evaluate(run, eval_step, state, run.eval_source))
             interval_start = time.perf_counter()  # throughput counts training only
+    stop.release()
 
     test = evaluate(run, eval_step, state, run.test_source)
     reporter.write(step, "test", test)

@@ -1,5 +1,6 @@
 """The character-level language model: text windows, training, and --mode=sample."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -8,7 +9,7 @@ from jaxdl import inference
 from jaxdl.data import text
 from jaxdl.errors import UsageError
 
-from conftest import run_cli
+from conftest import read_metrics, run_cli
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
 
@@ -77,3 +78,28 @@ def test_sampling_without_a_trained_run_or_with_unknown_characters_exits_2(memor
     result = run_cli(*common, *model, "--config.model.width=64", f"--workdir={workdir}", "--config.sample.prompt=XYZ")
     assert result.returncode == 2, result.stderr
     assert "'XYZ' are not in the model's vocabulary" in result.stderr.strip().splitlines()[-1]
+
+
+def test_lora_finetunes_a_trained_model_on_another_text_keeping_its_vocabulary(memorised, tmp_path):
+    config, workdir, _ = memorised
+    other = tmp_path / "other.txt"
+    other.write_text("the lazy dog. " * 80)  # fewer characters than the model knows: its vocabulary must be kept
+    tuned = tiny_config(other)
+    tuned.init["from"] = str(workdir)
+    tuned.lora.update(rank=4, targets=("*/query/kernel", "*/value/kernel"))
+    tuned.train.update(max_steps=60, eval_every_steps=60, log_every_steps=10)
+    tuned.checkpoint.every_steps = 60
+    test = jaxdl.train(tuned, tmp_path / "lora")
+    lines = [m for m in read_metrics(tmp_path / "lora") if m["split"] == "train"]
+    assert lines[-1]["loss"] < 0.5 * lines[0]["loss"]  # it learns the new text
+    _, state, metadata = inference.restore(tuned, tmp_path / "lora")
+    assert metadata["vocabulary"] == text.Vocabulary.from_text(TEXT).chars  # the pretrained model's vocabulary
+    _, pretrained, _ = inference.restore(config, workdir)
+    jax.tree.map(np.testing.assert_array_equal, state.params["base"], pretrained.params)  # base weights frozen
+    assert test["loss"] < 1.0
+    unknown = tmp_path / "unknown.txt"
+    unknown.write_text("ZEBRA " * 100)
+    bad = tiny_config(unknown)
+    bad.init["from"] = str(workdir)
+    with pytest.raises(UsageError, match="not in the model's vocabulary"):
+        jaxdl.train(bad, tmp_path / "bad")

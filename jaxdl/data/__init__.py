@@ -2,7 +2,7 @@
 
 from jaxdl.data import mnist
 from jaxdl.data.pipeline import eval_batches, steps_per_epoch, train_batches
-from jaxdl.data.sources import ArraySource, Batch, Dataset, Source, head, hold_out
+from jaxdl.data.sources import ArraySource, Batch, Dataset, Source, head, hold_out, select_classes
 
 __all__ = [
     "ArraySource",
@@ -13,6 +13,7 @@ __all__ = [
     "head",
     "hold_out",
     "mnist",
+    "select_classes",
     "steps_per_epoch",
     "train_batches",
 ]

@@ -7,7 +7,7 @@ whole batches at once (a numpy gather) instead of one example at a time keeps th
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -74,6 +74,23 @@ class Head:
 def head(source: Source, size: int) -> Source:
     """The first `size` examples of `source`; all of it when size is 0."""
     return Head(source, size) if size else source
+
+
+def select_classes(source: ArraySource, classes: Sequence[int], per_class: int = 0, seed: int = 0) -> ArraySource:
+    """The examples whose "targets" is one of `classes`, relabelled 0..len(classes)-1 in that order; with
+    `per_class`, only that many of each class (a seeded random choice, kept in the source's order)."""
+    targets = source.arrays["targets"]
+    keep = np.isin(targets, classes)
+    if per_class:
+        rng = np.random.default_rng(seed)
+        keep = np.zeros(len(targets), bool)
+        for c in classes:
+            members = np.flatnonzero(targets == c)
+            keep[rng.choice(members, min(per_class, len(members)), replace=False)] = True
+    chosen = source.take(np.flatnonzero(keep))
+    relabel = np.full(int(targets.max()) + 1, -1, np.int32)
+    relabel[list(classes)] = np.arange(len(classes))
+    return ArraySource({**chosen, "targets": relabel[chosen["targets"]]})
 
 
 def hold_out(source: ArraySource, size: int, seed: int) -> tuple[ArraySource, ArraySource]:

@@ -1,0 +1,16 @@
+"""shakespeare_gpt at the common CPU reference size: 4 layers, 4 heads, width 128, context 64, batch 12, 2000 steps."""
+
+import ml_collections
+
+from experiments import shakespeare_gpt
+
+build = shakespeare_gpt.build
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = shakespeare_gpt.get_config()
+    config.data.batch_size = 12
+    config.train.max_steps = 2000
+    config.train.eval_every_steps = 250
+    config.optim.learning_rate = 1e-3
+    return config
