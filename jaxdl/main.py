@@ -11,6 +11,7 @@ import ast
 import keyword
 import os
 import sys
+from pathlib import Path
 
 import jax
 from absl import app, flags, logging
@@ -106,10 +107,18 @@ def main(argv: list[str]) -> None:
         )
         if FLAGS.mode == "train":
             train_and_evaluate(FLAGS.config, workdir)
-        elif FLAGS.mode == "sample":
-            inference.sample(FLAGS.config, workdir)
+            return
+        # Using a trained run: its own config.json describes its model, whatever overrides it was trained with;
+        # the command line still chooses the sampling options.
+        config = FLAGS.config
+        if (Path(workdir) / "config.json").is_file():
+            config = config_lib.load_config(workdir)
+            if "sample" in FLAGS.config:
+                config.sample = FLAGS.config.sample
+        if FLAGS.mode == "sample":
+            inference.sample(config, workdir)
         elif FLAGS.mode == "merge_lora":
-            inference.merge_lora(FLAGS.config, workdir)
+            inference.merge_lora(config, workdir)
     except UsageError as e:
         _fail(str(e))
     except TrainingFailed as e:

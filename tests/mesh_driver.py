@@ -3,6 +3,9 @@ each run's per-step losses and how many state arrays the sharding rule split ove
 
 import json
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's jaxdl, whatever is installed
 
 import jax
 

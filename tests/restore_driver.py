@@ -1,6 +1,9 @@
 """Restore a run's last checkpoint onto this process's devices with the given mesh; save its parameters (npz)."""
 
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's jaxdl, whatever is installed
 
 import jax
 import numpy as np
