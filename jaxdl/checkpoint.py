@@ -124,7 +124,7 @@ class Checkpoints:
 
 def step_directory(path: str | Path) -> Path:
     """The checkpoint a path names: a run's workdir (its newest checkpoint) or one checkpoint step directory."""
-    path = Path(path)
+    path = Path(path).absolute()  # orbax's metadata reader finds nothing under a relative path
     if (path / "state").is_dir():
         return path
     if (path / "checkpoints").is_dir():

@@ -258,7 +258,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         f"{mesh.size} device(s) {dict(mesh.shape)} ({jax.devices()[0].platform}); "
         f"{start}; workdir {workdir}"
     )
-    pending, interval_start, batch = [], time.perf_counter(), first_batch
+    pending, batch = [], first_batch
+    interval_start, interval_seconds = time.perf_counter(), 0.0  # training time of the log interval, evals excluded
     stop = StopRequest()
     while step < total_steps:
         if batch is None:
@@ -276,7 +277,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 check_finite_losses(fetched, first_step=step - len(pending) + 1)
         if due_log:
             summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-            steps_per_sec = len(pending) / (time.perf_counter() - interval_start)
+            steps_per_sec = len(pending) / (interval_seconds + time.perf_counter() - interval_start)
             summary["learning_rate"] = float(learning_rate(step - 1))
             summary["steps_per_sec"] = steps_per_sec
             summary["examples_per_sec"] = steps_per_sec * config.data.batch_size
@@ -287,7 +288,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             if config.train.skip_nonfinite:
                 summary["skipped_updates"] = int(jax.device_get(state.opt_state.total_notfinite))
             reporter.write(step, "train", summary)
-            pending, interval_start = [], time.perf_counter()
+            pending, interval_start, interval_seconds = [], time.perf_counter(), 0.0
         if due_save:
             if not all_finite(state):  # never write a checkpoint with NaN or Inf in it
                 raise TrainingFailed(
@@ -303,8 +304,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         # Without a validation split the periodic evaluation looks at the test split, so the final one is skipped:
         # the "test" line below is that evaluation.
         if step % eval_every == 0 and (step != total_steps or run.eval_source is not run.test_source):
+            interval_seconds += time.perf_counter() - interval_start  # throughput counts training only
             reporter.write(step, "eval", evaluate(run, eval_step, state, run.eval_source))
-            interval_start = time.perf_counter()  # throughput counts training only
+            interval_start = time.perf_counter()
     stop.release()
 
     test = evaluate(run, eval_step, state, run.test_source)

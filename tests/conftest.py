@@ -49,6 +49,18 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
     )
 
 
+def run_script(script: str, *args: str, devices: int, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python tests/SCRIPT ARGS` on `devices` fake CPU devices (the count is fixed when jax starts)."""
+    return subprocess.run(
+        [sys.executable, f"tests/{script}", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        env={**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"},
+    )
+
+
 def read_metrics(workdir: Path) -> list[dict]:
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 

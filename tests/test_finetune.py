@@ -88,8 +88,9 @@ def finetune_config(pretrained, **overrides):
     return config
 
 
-def test_init_from_loads_the_checkpoint_except_the_skipped_head(pretrained, tmp_path):
-    config = finetune_config(pretrained, **{"init.skip": ("Dense_1/*",), "train.max_steps": 1})
+def test_init_from_loads_the_checkpoint_except_the_skipped_head(pretrained, tmp_path, monkeypatch):
+    monkeypatch.chdir(pretrained.parent)  # a relative init.from, as users type it
+    config = finetune_config(pretrained.name, **{"init.skip": ("Dense_1/*",), "train.max_steps": 1})
     run = training.setup(config)
     fresh = jax.jit(run.init_state)(jax.random.key(0))
     state = training.init_from_checkpoint(run, fresh)

@@ -15,7 +15,7 @@ import jaxdl
 from jaxdl import config as config_lib
 from jaxdl import paths
 
-from conftest import QUICK, ROOT, read_metrics, run_cli
+from conftest import QUICK, ROOT, read_metrics, run_cli, run_script
 
 
 def free_port() -> int:
@@ -78,14 +78,7 @@ def test_checkpoint_restores_identically_on_one_device_and_in_an_fsdp_layout_the
     workdir, _ = two_process_run
     one_device = params_of(workdir)  # this process: 1 process x 1 device
     out = tmp_path / "fsdp.npz"
-    result = subprocess.run(
-        [sys.executable, "tests/restore_driver.py", str(workdir), "1", "4", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
-    )
+    result = run_script("restore_driver.py", str(workdir), "1", "4", str(out), devices=4)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "DEVICES 4" in result.stdout and "SHARDED 0" not in result.stdout
     fsdp = np.load(out)

@@ -1,9 +1,6 @@
 """Sharded training gives the one-device result: data-parallel, FSDP and mixed meshes on 8 fake CPU devices."""
 
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -14,7 +11,7 @@ from jaxdl import config as config_lib
 from jaxdl import inference, sharding
 from jaxdl.errors import UsageError
 
-from conftest import ROOT, read_metrics, tiny_run_config
+from conftest import read_metrics, run_script, tiny_run_config
 
 
 def losses_of(workdir):
@@ -40,14 +37,7 @@ def test_data_parallel_fsdp_and_mixed_meshes_match_one_device(tmp_path, experime
     baseline = tmp_path / "one_device"
     jaxdl.train(tiny_run_config(experiment), baseline)  # this process has one CPU device
     meshes = {"data_parallel": [8, 1], "fsdp": [1, 8], "mixed": [2, 4]}
-    result = subprocess.run(
-        [sys.executable, "tests/mesh_driver.py", experiment, str(tmp_path), json.dumps(meshes)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
-    )
+    result = run_script("mesh_driver.py", experiment, str(tmp_path), json.dumps(meshes), devices=8)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = json.loads(result.stdout.split("RESULTS ", 1)[1])
     assert {run["devices"] for run in runs.values()} == {8}
