@@ -116,10 +116,13 @@ class Checkpoints:
         return self.manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())).metadata
 
     def close(self) -> None:
-        """Wait for background saves to finish."""
+        """Wait for background saves to finish. Closing twice is harmless."""
+        if self.manager is None:
+            return
+        manager, self.manager = self.manager, None
         with self._disk_errors(None):
-            self.manager.wait_until_finished()
-        self.manager.close()
+            manager.wait_until_finished()
+        manager.close()
 
 
 def step_directory(path: str | Path) -> Path:

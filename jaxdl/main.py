@@ -41,8 +41,11 @@ flags.DEFINE_integer("heartbeat_timeout_seconds", 100, "Stop when another proces
 
 
 def _fail(message: str) -> None:
-    print(f"jaxdl: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    """One line on stderr, exit status 2. os._exit: background threads (orbax's writers after a full disk, say)
+    would otherwise print their own tracebacks during interpreter shutdown, after this line."""
+    sys.stdout.flush()
+    print(f"jaxdl: error: {message}", file=sys.stderr, flush=True)
+    os._exit(2)
 
 
 def _split_keyword_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:

@@ -261,61 +261,67 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     pending, batch = [], first_batch
     interval_start, interval_seconds = time.perf_counter(), 0.0  # training time of the log interval, evals excluded
     stop = StopRequest()
-    while step < total_steps:
-        if batch is None:
-            batch = sharding.global_batch(next(train_batches), mesh)
-        state, metrics = train_step(state, batch, step_rng)
-        step, batch = step + 1, None
-        pending.append(metrics)
-        reporter.advance()
-        stopping = stop.requested(step)
-        due_log = step % config.train.log_every_steps == 0 or step == total_steps
-        due_save = step % checkpoint_every == 0 or step == total_steps or stopping
-        if due_log or due_save:
-            fetched = jax.device_get(pending)  # the one host sync of the interval
-            if not config.train.skip_nonfinite:
-                check_finite_losses(fetched, first_step=step - len(pending) + 1)
-        if due_log:
-            summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-            steps_per_sec = len(pending) / (interval_seconds + time.perf_counter() - interval_start)
-            summary["learning_rate"] = float(learning_rate(step - 1))
-            summary["steps_per_sec"] = steps_per_sec
-            summary["examples_per_sec"] = steps_per_sec * config.data.batch_size
-            if tokens_per_example > 1:
-                summary["tokens_per_sec"] = summary["examples_per_sec"] * tokens_per_example
-            if step_flops:
-                summary["mfu"] = step_flops * steps_per_sec / peak_flops
-            if config.train.skip_nonfinite:
-                summary["skipped_updates"] = int(jax.device_get(state.opt_state.total_notfinite))
-            reporter.write(step, "train", summary)
-            pending, interval_start, interval_seconds = [], time.perf_counter(), 0.0
-        if due_save:
-            if not all_finite(state):  # never write a checkpoint with NaN or Inf in it
-                raise TrainingFailed(
-                    f"the train state holds NaN or Inf after step {step} (the loss was finite): lower "
-                    "--config.optim.learning_rate or set --config.optim.grad_clip_norm; earlier checkpoints are intact"
+    try:
+        while step < total_steps:
+            if batch is None:
+                batch = sharding.global_batch(next(train_batches), mesh)
+            state, metrics = train_step(state, batch, step_rng)
+            step, batch = step + 1, None
+            pending.append(metrics)
+            reporter.advance()
+            stopping = stop.requested(step)
+            due_log = step % config.train.log_every_steps == 0 or step == total_steps
+            due_save = step % checkpoint_every == 0 or step == total_steps or stopping
+            if due_log or due_save:
+                fetched = jax.device_get(pending)  # the one host sync of the interval
+                if not config.train.skip_nonfinite:
+                    check_finite_losses(fetched, first_step=step - len(pending) + 1)
+            if due_log:
+                summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+                steps_per_sec = len(pending) / (interval_seconds + time.perf_counter() - interval_start)
+                summary["learning_rate"] = float(learning_rate(step - 1))
+                summary["steps_per_sec"] = steps_per_sec
+                summary["examples_per_sec"] = steps_per_sec * config.data.batch_size
+                if tokens_per_example > 1:
+                    summary["tokens_per_sec"] = summary["examples_per_sec"] * tokens_per_example
+                if step_flops:
+                    summary["mfu"] = step_flops * steps_per_sec / peak_flops
+                if config.train.skip_nonfinite:
+                    summary["skipped_updates"] = int(jax.device_get(state.opt_state.total_notfinite))
+                reporter.write(step, "train", summary)
+                pending, interval_start, interval_seconds = [], time.perf_counter(), 0.0
+            if due_save:
+                if not all_finite(state):  # never write a checkpoint with NaN or Inf in it
+                    raise TrainingFailed(
+                        f"the train state holds NaN or Inf after step {step} (the loss was finite): lower "
+                        "--config.optim.learning_rate or set --config.optim.grad_clip_norm; earlier checkpoints "
+                        "are intact"
+                    )
+                checkpoints.save(state, train_batches.get_state(), dataset.metadata)
+            if stopping:
+                reporter.print(
+                    f"stopped by SIGTERM after step {step}; checkpoint saved; rerun the same command to resume"
                 )
-            checkpoints.save(state, train_batches.get_state(), dataset.metadata)
-        if stopping:
-            checkpoints.close()
-            reporter.print(f"stopped by SIGTERM after step {step}; checkpoint saved; rerun the same command to resume")
-            reporter.close()
-            return {}
-        # Without a validation split the periodic evaluation looks at the test split, so the final one is skipped:
-        # the "test" line below is that evaluation.
-        if step % eval_every == 0 and (step != total_steps or run.eval_source is not run.test_source):
-            interval_seconds += time.perf_counter() - interval_start  # throughput counts training only
-            reporter.write(step, "eval", evaluate(run, eval_step, state, run.eval_source))
-            interval_start = time.perf_counter()
-    stop.release()
+                return {}
+            # Without a validation split the periodic evaluation looks at the test split, so the final one is
+            # skipped: the "test" line below is that evaluation.
+            if step % eval_every == 0 and (step != total_steps or run.eval_source is not run.test_source):
+                interval_seconds += time.perf_counter() - interval_start  # throughput counts training only
+                reporter.write(step, "eval", evaluate(run, eval_step, state, run.eval_source))
+                interval_start = time.perf_counter()
 
-    test = evaluate(run, eval_step, state, run.test_source)
-    reporter.write(step, "test", test)
-    checkpoints.close()
-    reporter.print(
-        f"{config.experiment} done at step {step}: test "
-        + ", ".join(f"{k} {v:.4f}" for k, v in test.items() if isinstance(v, float))
-        + f"; wall time {time.time() - started:.1f} s; workdir {workdir}"
-    )
-    reporter.close()
-    return test
+        test = evaluate(run, eval_step, state, run.test_source)
+        reporter.write(step, "test", test)
+        checkpoints.close()  # the last save is complete before the run says it is done
+        reporter.print(
+            f"{config.experiment} done at step {step}: test "
+            + ", ".join(f"{k} {v:.4f}" for k, v in test.items() if isinstance(v, float))
+            + f"; wall time {time.time() - started:.1f} s; workdir {workdir}"
+        )
+        return test
+    finally:
+        # On every way out, failures included: finish the saves under way (a checkpoint is never cut off by an
+        # error elsewhere), and give SIGTERM back.
+        checkpoints.close()
+        stop.release()
+        reporter.close()
