@@ -95,9 +95,6 @@ class Checkpoints:
         if jax.process_index() == 0:
             damaged.parent.mkdir(exist_ok=True)
             shutil.move(str(self.directory / str(step)), str(damaged))
-            logging.warning(
-                "checkpoint %s is damaged (%s); moved it to %s; trying the one before", step, reason, damaged
-            )
             print(
                 f"warning: checkpoint {step} is damaged ({reason}); moved it to {damaged}; trying the one before",
                 file=sys.stderr,
@@ -110,10 +107,6 @@ class Checkpoints:
         args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore())
         restored = self.manager.restore(step, args=args)
         return restored.state, restored.data
-
-    def metadata(self, step: int) -> dict:
-        """The dataset metadata saved with `step` (e.g. the vocabulary a language model was trained with)."""
-        return self.manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())).metadata
 
     def close(self) -> None:
         """Wait for background saves to finish. Closing twice is harmless."""
@@ -158,19 +151,20 @@ def read_variables(path: str | Path, sharding: jax.sharding.Sharding) -> dict:
 
     The optimizer state is not read (orbax partial restore), so fine-tuning a large model does not pay for it.
     """
-    state_dir = step_directory(path) / "state"
-    on_disk = read_state_metadata(state_dir.parent)
+    step_dir = step_directory(path)
+    on_disk = read_state_metadata(step_dir)
     target = {
         key: jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), on_disk[key])
         for key in ("params", "model_state")
     }
     restore_args = jax.tree.map(lambda t: ocp.ArrayRestoreArgs(sharding=t.sharding), target)
     args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
-    return ocp.PyTreeCheckpointer().restore(state_dir, args=args)
+    return ocp.PyTreeCheckpointer().restore(step_dir / "state", args=args)
 
 
 def read_metadata(path: str | Path) -> dict:
-    """The dataset metadata (JSON) saved with a checkpoint: a run's workdir (newest) or a step directory."""
+    """The dataset metadata (JSON) saved with a checkpoint, e.g. a language model's vocabulary: a run's workdir
+    (its newest checkpoint) or a step directory."""
     step_dir = step_directory(path)
     manager = ocp.CheckpointManager(step_dir.parent, options=ocp.CheckpointManagerOptions(read_only=True))
     metadata = manager.restore(int(step_dir.name), args=ocp.args.Composite(metadata=ocp.args.JsonRestore())).metadata

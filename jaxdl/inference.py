@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 
 from jaxdl import sampling
-from jaxdl.checkpoint import Checkpoints
+from jaxdl.checkpoint import Checkpoints, read_metadata
 from jaxdl.data.text import Vocabulary
 from jaxdl.errors import UsageError
 from jaxdl.state import TrainState
@@ -33,8 +33,8 @@ def restore(
         available = checkpoints.manager.all_steps()
         raise UsageError(f"no checkpoint {'' if step is None else step} in {directory} (it has {list(available)})")
     state, _ = checkpoints.restore(run.abstract_state(), step)
-    metadata = checkpoints.metadata(step)
     checkpoints.close()
+    metadata = read_metadata(directory / str(step))
     return run, state, metadata
 
 

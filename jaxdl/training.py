@@ -45,13 +45,13 @@ class Setup:
     trainable: tuple[str, ...]  # path globs of the parameters that train; () = all
     tx: optax.GradientTransformation
     init_state: Callable[[jax.Array], TrainState]  # rng -> a fresh state
+    state_shapes: Any  # jax.eval_shape of init_state: shapes and dtypes, nothing computed
     state_sharding: Any  # the sharding rule applied to the state's tree
 
     def abstract_state(self) -> Any:
         """Shapes, dtypes and shardings of the state, without computing it: what a restore fills in."""
-        shapes = jax.eval_shape(self.init_state, jax.random.key(0))
         return jax.tree.map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, self.state_sharding
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), self.state_shapes, self.state_sharding
         )
 
 
@@ -96,6 +96,7 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
         trainable=trainable,
         tx=tx,
         init_state=init_state,
+        state_shapes=shapes,
         state_sharding=state_sharding,
     )
 
