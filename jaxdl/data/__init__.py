@@ -1,6 +1,6 @@
 """Data: random-access sources (what experiments provide) and the pipeline that batches them."""
 
-from jaxdl.data import mnist
+from jaxdl.data import mnist, tabular
 from jaxdl.data.pipeline import eval_batches, steps_per_epoch, train_batches
 from jaxdl.data.sources import ArraySource, Batch, Dataset, Source, head, hold_out, select_classes
 
@@ -15,5 +15,6 @@ __all__ = [
     "mnist",
     "select_classes",
     "steps_per_epoch",
+    "tabular",
     "train_batches",
 ]

@@ -55,6 +55,8 @@ class Dataset:
     preprocess: Callable[[Batch], Batch] = lambda batch: batch
     augment: Callable[[dict, Any], dict] | None = None
     metadata: dict = dataclasses.field(default_factory=dict)  # JSON saved with every checkpoint, e.g. a vocabulary
+    # Metrics of a reference model (e.g. a linear baseline) on the test split, reported beside the run's own.
+    reference: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
