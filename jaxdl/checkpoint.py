@@ -33,8 +33,10 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, state: Any, data_position: dict, metadata: dict) -> None:
-        """Start saving `state` (at its own step) in the background; returns before the write is done."""
+    def save(self, state: Any, data_position: dict, metadata: dict, extras: dict[str, dict] | None = None) -> None:
+        """Start saving `state` (at its own step) in the background; returns before the write is done.
+
+        `extras` are more JSON items saved beside it, e.g. {"early_stopping": ...}; see `read_extra`."""
         step = int(jax.device_get(state.step))
         if step in self.manager.all_steps():
             return  # already saved, e.g. the end of training fell on an epoch boundary
@@ -42,6 +44,7 @@ class Checkpoints:
             state=ocp.args.StandardSave(state),
             data=ocp.args.JsonSave(data_position),
             metadata=ocp.args.JsonSave(metadata),
+            **{name: ocp.args.JsonSave(value) for name, value in (extras or {}).items()},
         )
         with self._disk_errors(step):
             self.manager.save(step, args=args, force=True)
@@ -108,6 +111,12 @@ class Checkpoints:
         restored = self.manager.restore(step, args=args)
         return restored.state, restored.data
 
+    def read_extra(self, step: int, name: str) -> dict | None:
+        """The JSON item `name` saved with checkpoint `step` (see `save`); None when that checkpoint has none."""
+        if not (self.directory / str(step) / name).is_dir():
+            return None
+        return self.manager.restore(step, args=ocp.args.Composite(**{name: ocp.args.JsonRestore()}))[name]
+
     def close(self) -> None:
         """Wait for background saves to finish. Closing twice is harmless."""
         if self.manager is None:
@@ -116,6 +125,40 @@ class Checkpoints:
         with self._disk_errors(None):
             manager.wait_until_finished()
         manager.close()
+
+
+class BestCheckpoint:
+    """WORKDIR/best: the train state of the best evaluation so far, chosen by orbax's best-N policy (N = 1) on
+    `metric`. A directory of its own, so the best-N policy never deletes the newest checkpoints a resume needs,
+    nor `checkpoint.keep` the best one. Saves are synchronous: the state's buffers are donated to the next step."""
+
+    def __init__(self, directory: str | Path, metric: str, mode: str):
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=1, best_fn=lambda metrics: metrics[metric], best_mode=mode, enable_async_checkpointing=False
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def save(self, state: Any, metrics: dict[str, float], metadata: dict) -> None:
+        step = int(jax.device_get(state.step))
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(metadata))
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        self.manager.save(step, args=args, metrics=numbers, force=True)
+
+    def best_step(self) -> int | None:
+        return self.manager.best_step()
+
+    def remove_after(self, step: int) -> None:
+        """Delete best checkpoints newer than `step`: on resuming at `step` they belong to steps run again."""
+        for saved in self.manager.all_steps():
+            if saved > step:
+                self.manager.delete(saved)
+
+    def restore(self, abstract_state: Any, step: int) -> Any:
+        return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))).state
+
+    def close(self) -> None:
+        self.manager.close()
 
 
 def step_directory(path: str | Path) -> Path:

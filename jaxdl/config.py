@@ -57,6 +57,12 @@ def default_config() -> ml_collections.ConfigDict:
                 "eval_every_steps": 0,  # 0 = once per epoch
                 "skip_nonfinite": False,  # skip (and count) updates whose gradients hold NaN/Inf instead of stopping
                 "peak_flops": 0.0,  # per-device FLOP/s that MFU is measured against; 0 = time a matmul at start-up
+                # Early stopping on a validation metric ("" = off; needs data.validation_size or a validation split).
+                # The best checkpoint is kept in WORKDIR/best and the final test evaluates it (jaxdl.early_stopping).
+                "early_stopping_metric": "",  # e.g. "accuracy" or "loss": a metric of the task's evaluation
+                "early_stopping_mode": "auto",  # max, min, or auto: min for metrics named *loss*/*perplexity*
+                "patience": 5,  # stop after this many evaluations without an improvement of more than min_delta
+                "min_delta": 0.0,
             },
             "optim": {
                 "name": "adam",  # sgd, momentum, nesterov, adam, adamw, rmsprop
@@ -67,6 +73,8 @@ def default_config() -> ml_collections.ConfigDict:
                 "warmup_steps": 0,  # for warmup_cosine
                 "onecycle_pct_start": 0.3,  # onecycle: the fraction of steps rising to learning_rate
                 "onecycle_final_div": 1e4,  # onecycle: the final rate is learning_rate / 25 / this
+                "step_every_steps": 1000,  # step schedule: multiply the rate by step_factor every this many steps
+                "step_factor": 0.1,
                 "weight_decay": 0.0,
                 "no_decay": ("*bias", "*scale", "*embed*"),  # path globs exempt from weight decay (jaxdl.paths)
                 "momentum": 0.9,
@@ -74,6 +82,7 @@ def default_config() -> ml_collections.ConfigDict:
                 "trainable": (),  # path globs of the parameters that train; () = all. The rest stay frozen.
                 "head": (),  # path globs of the "head": full learning rate; the rest gets backbone_lr_scale times it
                 "backbone_lr_scale": 1.0,
+                "l1": 0.0,  # L1 penalty l1 * sum(|w|) on the parameters not matching no_decay; 0 = off
             },
             # Fine-tuning: start from the parameters (and e.g. batch-norm statistics) of another run's checkpoint.
             "init": {
@@ -83,6 +92,8 @@ def default_config() -> ml_collections.ConfigDict:
             # LoRA: rank > 0 adapts the 2-D kernels matching `targets`; the adapters train, plus optim.trainable.
             "lora": {"rank": 0, "alpha": 16.0, "targets": ("*kernel",)},
             "checkpoint": {"every_steps": 0, "keep": 3},  # every_steps 0 = once per epoch
+            # --mode=compress (jaxdl.compress): int8 weights and magnitude pruning of a trained run's parameters.
+            "compress": {"sparsity": 0.5, "scope": "global"},  # pruned fraction of >=2-D weights; global/per_layer
             # Devices on each mesh axis (one may be -1: all the others leave). fsdp > 1 shards every state array of
             # at least fsdp_min_size elements over the fsdp axis; smaller ones are replicated.
             "mesh": {"data": -1, "fsdp": 1, "fsdp_min_size": 2**14},
@@ -212,3 +223,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise UsageError(f"--config.dtype={config.dtype}: must be float32 or bfloat16")
     if config.init.skip and not config.init["from"]:
         raise UsageError("--config.init.skip needs --config.init.from (the checkpoint to start from)")
+    _positive(config, "optim.step_every_steps", "optim.step_factor")
+    _positive(config, "optim.l1", "train.patience", "train.min_delta", allow_zero=True)
+    if config.train.early_stopping_mode not in ("auto", "max", "min"):
+        raise UsageError(f"--config.train.early_stopping_mode={config.train.early_stopping_mode}: use auto, max or min")
+    if not 0 <= config.compress.sparsity < 1:
+        raise UsageError(f"--config.compress.sparsity={config.compress.sparsity}: must be in [0, 1), e.g. 0.5")
+    if config.compress.scope not in ("global", "per_layer"):
+        raise UsageError(f"--config.compress.scope={config.compress.scope}: use global or per_layer")

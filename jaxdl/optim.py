@@ -1,4 +1,4 @@
-"""One optax GradientTransformation from the `optim` config: optimizer, learning-rate schedule, clipping."""
+"""One optax GradientTransformation from the `optim` config: optimizer, learning-rate schedule, clipping, L1/L2."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -24,6 +25,8 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) 
         "onecycle": lambda: optax.cosine_onecycle_schedule(
             total_steps, lr, pct_start=config.onecycle_pct_start, final_div_factor=config.onecycle_final_div
         ),
+        # lr * step_factor ** (step // step_every_steps): the classic "divide by 10 every N steps"
+        "step": lambda: optax.exponential_decay(lr, config.step_every_steps, config.step_factor, staircase=True),
     }
     if config.schedule not in schedules:
         raise UsageError(f"--config.optim.schedule={config.schedule}: choose one of {', '.join(schedules)}")
@@ -50,8 +53,15 @@ def _optimizer(config: ml_collections.ConfigDict, lr: optax.Schedule) -> optax.G
         parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
     if wd and config.name != "adamw":  # L2 regularisation: weight_decay * params added to the gradient
         parts.append(optax.add_decayed_weights(wd, mask=decay_mask))
+    if config.get("l1", 0.0):  # L1 regularisation: l1 * sign(params) added to the gradient; no_decay exempt
+        parts.append(optax.masked(add_l1_penalty(config.l1), decay_mask))
     parts.append(optimizers[config.name]())
     return optax.chain(*parts)
+
+
+def add_l1_penalty(strength: float) -> optax.GradientTransformation:
+    """Adds strength * sign(param) to each gradient: the (sub)gradient of strength * sum(|param|)."""
+    return optax.stateless(lambda grads, params: jax.tree.map(lambda g, p: g + strength * jnp.sign(p), grads, params))
 
 
 def parameter_groups(params: Any, trainable: Sequence[str], head: Sequence[str]) -> Any:
