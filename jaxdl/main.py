@@ -28,9 +28,15 @@ flags.DEFINE_string("workdir", None, "Where config, metrics and checkpoints go. 
 flags.DEFINE_enum(
     "mode",
     "train",
-    ["train", "sample", "merge_lora"],
-    "train; sample from a trained language model; merge_lora: write WORKDIR/merged with the adapters folded in.",
+    ["train", "eval", "predict", "explain", "sample", "merge_lora", "compress"],
+    "train; eval: test metrics of a checkpoint; predict: top-k classes of --input; explain: saliency and Grad-CAM "
+    "of --input; sample from a language model; merge_lora: write WORKDIR/merged with the adapters folded in; "
+    "compress: a compressed copy of a checkpoint (jaxdl.compress).",
 )
+flags.DEFINE_integer("checkpoint_step", None, "eval/predict/explain/compress: this checkpoint instead of the newest.")
+flags.DEFINE_string("input", None, "predict/explain: a PNG/JPEG image (any size) or a .npy array of examples.")
+flags.DEFINE_integer("top_k", 3, "predict: how many classes to print per example.", lower_bound=1)
+flags.DEFINE_string("profile_steps", "", "train: N:M writes a jax.profiler trace of steps N..M to WORKDIR/profile.")
 flags.DEFINE_bool("list_experiments", False, "Print every registered experiment and exit.")
 # Multi-process (multi-host) runs: every process runs the same command with its own --process_id.
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, e.g. 10.0.0.1:1234.")
@@ -109,19 +115,31 @@ def main(argv: list[str]) -> None:
             FLAGS.heartbeat_timeout_seconds,
         )
         if FLAGS.mode == "train":
-            train_and_evaluate(FLAGS.config, workdir)
+            train_and_evaluate(FLAGS.config, workdir, profile_steps=FLAGS.profile_steps)
             return
         # Using a trained run: its own config.json describes its model, whatever overrides it was trained with;
         # the command line still chooses the sampling options.
         config = FLAGS.config
         if (Path(workdir) / "config.json").is_file():
-            config = config_lib.load_config(workdir)
-            if "sample" in FLAGS.config:
-                config.sample = FLAGS.config.sample
-        if FLAGS.mode == "sample":
+            config = inference.run_config(workdir)
+            for section in ("sample", "compress"):  # options of the mode itself, not of the trained model
+                if section in FLAGS.config:
+                    config[section] = FLAGS.config[section]
+        step = FLAGS.checkpoint_step
+        if FLAGS.mode == "eval":
+            inference.evaluate_checkpoint(config, workdir, step)
+        elif FLAGS.mode == "predict":
+            inference.predict_file(config, workdir, FLAGS.input, FLAGS.top_k, step)
+        elif FLAGS.mode == "explain":
+            inference.explain_file(config, workdir, FLAGS.input, step)
+        elif FLAGS.mode == "sample":
             inference.sample(config, workdir)
         elif FLAGS.mode == "merge_lora":
             inference.merge_lora(config, workdir)
+        elif FLAGS.mode == "compress":
+            from jaxdl import compress  # another part's module; imported only when asked for
+
+            compress.compress(config, workdir, step)
     except UsageError as e:
         _fail(str(e))
     except TrainingFailed as e:

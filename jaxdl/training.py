@@ -22,12 +22,14 @@ from jax.sharding import Mesh
 
 from jaxdl import config as config_lib
 from jaxdl import data as data_lib
-from jaxdl import finetune, flops, optim, sharding
+from jaxdl import finetune, flops, images, optim, plot, profiling, sharding
 from jaxdl.checkpoint import Checkpoints
+from jaxdl.early_stopping import Monitor
 from jaxdl.errors import TrainingFailed, UsageError
 from jaxdl.lora import LoRA
 from jaxdl.reporting import Reporter
 from jaxdl.state import TrainState
+from jaxdl.summary import model_summary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +78,8 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
     if steps_per_epoch == 0:
         raise UsageError(f"--config.data.batch_size={config.data.batch_size} exceeds the {len(train_source)} examples")
     total_steps = config.train.max_steps or config.train.num_epochs * steps_per_epoch
-    tx = optim.build_optimizer(config.optim, total_steps, trainable)
+    # A task may build its own optimizer from config.optim (e.g. one per network of a GAN: jaxdl.network_optimizers).
+    tx = getattr(experiment.task, "optimizer", optim.build_optimizer)(config.optim, total_steps, trainable)
     if config.train.skip_nonfinite:  # updates from NaN/Inf gradients are dropped (and counted), up to 100 in a row
         tx = optax.apply_if_finite(tx, max_consecutive_errors=100)
     # The state's shapes come from one example; its layout on the mesh from the sharding rule.
@@ -200,12 +203,17 @@ def all_finite(state: TrainState) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
-    """Train `config.experiment` in `workdir`, resuming from its latest checkpoint; return the test metrics."""
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str | Path, profile_steps: str = ""
+) -> dict[str, float]:
+    """Train `config.experiment` in `workdir`, resuming from its latest checkpoint; return the test metrics.
+    `profile_steps="N:M"` writes a jax.profiler trace of steps N..M to WORKDIR/profile (jaxdl.profiling)."""
     started = time.time()
     workdir = Path(workdir)
     check_workdir(workdir)
+    profiler = profiling.StepProfiler(profile_steps, workdir)
     run = setup(config)
+    early = Monitor(config, run, workdir)  # early stopping and the best checkpoint, when configured
     model, task, dataset = run.experiment.model, run.experiment.task, run.experiment.data
     mesh, total_steps = run.mesh, run.total_steps
     eval_every = config.train.eval_every_steps or run.steps_per_epoch
@@ -220,6 +228,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     checkpoints = Checkpoints(workdir / "checkpoints", config.checkpoint.keep)
     restored = checkpoints.restore_newest_readable(run.abstract_state())
     resume_step = None if restored is None else restored[2]
+    early.resume(checkpoints, resume_step)
     if restored is None:
         state = jax.jit(run.init_state, out_shardings=run.state_sharding)(init_rng)
         if config.init["from"]:
@@ -248,7 +257,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     tokens_per_example = int(np.prod(first_batch["targets"].shape[1:]))
 
     step = int(jax.device_get(state.step))
-    reporter = Reporter(workdir, total_steps, step)
+    reporter = Reporter(workdir, total_steps, step, run.steps_per_epoch)
+    if reporter.active:  # layers, shapes, parameter counts and sizes (nn.tabulate: an abstract trace, no compile)
+        reporter.print(model_summary(run, workdir))
     groups = optim.parameter_groups(state.params, run.trainable, ())
     trainable, total = finetune.parameter_counts(state.params, jax.tree.map(lambda g: g != "frozen", groups))
     start = "from scratch" if not config.init["from"] else f"initialised from {config.init['from']}"
@@ -259,15 +270,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         f"{mesh.size} device(s) {dict(mesh.shape)} ({jax.devices()[0].platform}); "
         f"{start}; workdir {workdir}"
     )
+    if dataset.reference:  # a reference model's test metrics, in the same metrics.jsonl for comparison
+        reporter.write(step, "baseline", dataset.reference)
+    write_images = images.task_image_writer(run, workdir, reporter)  # the task's images at each evaluation, if any
     pending, batch = [], first_batch
     interval_start, interval_seconds = time.perf_counter(), 0.0  # training time of the log interval, evals excluded
     stop = StopRequest()
     try:
-        while step < total_steps:
+        while step < total_steps and not early.stopped:
             if batch is None:
                 batch = sharding.global_batch(next(train_batches), mesh)
+            profiler.before(step + 1)
             state, metrics = train_step(state, batch, step_rng)
             step, batch = step + 1, None
+            profiler.after(step, state)
             pending.append(metrics)
             reporter.advance()
             stopping = stop.requested(step)
@@ -291,28 +307,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     summary["skipped_updates"] = int(jax.device_get(state.opt_state.total_notfinite))
                 reporter.write(step, "train", summary)
                 pending, interval_start, interval_seconds = [], time.perf_counter(), 0.0
-            if due_save:
+            # Evaluated before saving: a checkpoint at step S includes the evaluation at S (early stopping's state).
+            # Without a validation split the periodic evaluation looks at the test split, so the final one is
+            # skipped: the "test" line below is that evaluation.
+            if step % eval_every == 0 and (step != total_steps or run.eval_source is not run.test_source):
+                interval_seconds += time.perf_counter() - interval_start  # throughput counts training only
+                evaluation = evaluate(run, eval_step, state, run.eval_source)
+                reporter.write(step, "eval", evaluation)
+                early.update(step, evaluation, state, reporter.print)  # may save a new best or decide to stop
+                write_images(state, step)
+                interval_start = time.perf_counter()
+            if due_save or early.stopped:
                 if not all_finite(state):  # never write a checkpoint with NaN or Inf in it
                     raise TrainingFailed(
                         f"the train state holds NaN or Inf after step {step} (the loss was finite): lower "
                         "--config.optim.learning_rate or set --config.optim.grad_clip_norm; earlier checkpoints "
                         "are intact"
                     )
-                checkpoints.save(state, train_batches.get_state(), dataset.metadata)
+                checkpoints.save(state, train_batches.get_state(), dataset.metadata, early.extras())
             if stopping:
                 reporter.print(
                     f"stopped by SIGTERM after step {step}; checkpoint saved; rerun the same command to resume"
                 )
                 return {}
-            # Without a validation split the periodic evaluation looks at the test split, so the final one is
-            # skipped: the "test" line below is that evaluation.
-            if step % eval_every == 0 and (step != total_steps or run.eval_source is not run.test_source):
-                interval_seconds += time.perf_counter() - interval_start  # throughput counts training only
-                reporter.write(step, "eval", evaluate(run, eval_step, state, run.eval_source))
-                interval_start = time.perf_counter()
 
-        test = evaluate(run, eval_step, state, run.test_source)
+        state, best = early.final_state(state, run.abstract_state(), reporter.print)  # the best state, if kept
+        test = {**evaluate(run, eval_step, state, run.test_source), **best}
         reporter.write(step, "test", test)
+        write_images(state, step)
+        plot.run_plots_safely(run, state, workdir, say=reporter.print)  # warns, never fails the run
         checkpoints.close()  # the last save is complete before the run says it is done
         reporter.print(
             f"{config.experiment} done at step {step}: test "
@@ -324,5 +347,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         # On every way out, failures included: finish the saves under way (a checkpoint is never cut off by an
         # error elsewhere), and give SIGTERM back.
         checkpoints.close()
+        profiler.stop()
         stop.release()
         reporter.close()
