@@ -1,0 +1,1 @@
+"""Side-by-side performance benchmarks: jaxdl against a bare jax.jit loop and PyTorch. `python -m benchmarks.run`."""

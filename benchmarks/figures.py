@@ -1,0 +1,263 @@
+"""From the workers' raw results to the figures the issue asks for, and the markdown report.
+
+Definitions (the same for every arm):
+- steady steps/s: from the first timestamp (step 50, after warm-up and compilation) to the last, evaluation time in
+  between left out. jaxdl's timestamps are taken as each train line is written (right after the loop's host sync);
+  the bare loop and PyTorch stamp after a sync every 50 steps.
+- time to a target: seconds from the worker process's start (before importing jax/torch: imports, data loading,
+  compilation and training count) to the first evaluation that meets it, evaluation time left out. Evaluations run
+  every 50 steps (MNIST, 10,000 test images) or 250 steps (GPT, 2,000 validation windows) on both sides.
+- data waiting (benchmark 6): 1 − steps/s of the real pipeline / steps/s with one device-resident batch reused
+  (no iterator, no transfer). The loop dispatches step k asynchronously and then fetches batch k+1, so host time in
+  the pipeline overlaps compute; only what the synthetic arm saves is time lost. The host time itself is shown too.
+- MFU: XLA's FLOP count of the compiled jaxdl train step × steady steps/s / the fp32 matmul peak, which is the
+  better of jax's and PyTorch's 2048² matmul (best of 7).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from benchmarks.common import GPT_TARGET_LOSS, MNIST_TARGETS, TARGETS
+
+INF = math.inf
+
+
+def rate(result: dict) -> float:
+    """Steady steps/s of one arm's run (see the module docstring)."""
+    stamps = result["train_stamps"]
+    (s0, t0, _), (s1, t1, _) = stamps[1], stamps[-1]
+    evals = sum(e["end"] - e["start"] for e in result.get("evals", []) if t0 < e["start"] < t1)
+    return (s1 - s0) / (t1 - t0 - evals)
+
+
+def data_fraction(result: dict) -> float:
+    """Share of the steady span spent in the train iterator's next() and the host-to-device batch assembly."""
+    (_, t0, d0), (_, t1, d1) = result["train_stamps"][1], result["train_stamps"][-1]
+    return (d1 - d0) / (t1 - t0)
+
+
+def time_to(result: dict, key: str, target: float, below: bool) -> float:
+    for e in result.get("evals", []):
+        if (e[key] <= target) if below else (e[key] >= target):
+            return e["train_seconds"]
+    return INF
+
+
+def median(values) -> float:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else math.nan
+
+
+def paired(results: dict, *arms: str):
+    """Per-repeat tuples of the arms' results, for repeats where none of them failed."""
+    return [rs for rs in zip(*(results[a] for a in arms), strict=False) if not any("error" in r for r in rs)]
+
+
+def seconds(value: float) -> str:
+    return "not reached" if value == INF else "n/a" if math.isnan(value) else f"{value:.1f} s"
+
+
+def verdict(value: float, target: float, at_most: bool) -> str:
+    if math.isnan(value):
+        return "n/a"
+    return "pass" if (value <= target if at_most else value >= target) else "**FAIL**"
+
+
+def report(info: dict, results: dict) -> str:
+    rows, work = [], []
+    peak = math.nan
+    if "peak" in results and paired(results["peak"], "jax", "torch"):
+        jax_peak, torch_peak = paired(results["peak"], "jax", "torch")[0]
+        peak = max(jax_peak["fp32_flops"], torch_peak["fp32_flops"])
+        peak_note = (
+            f"fp32 matmul peak {peak / 1e9:.0f} GFLOP/s (jax {jax_peak['fp32_flops'] / 1e9:.0f}, torch "
+            f"{torch_peak['fp32_flops'] / 1e9:.0f}); bf16: jax {jax_peak['bf16_flops'] / 1e9:.0f}, torch "
+            f"{torch_peak['bf16_flops'] / 1e9:.0f} GFLOP/s"
+        )
+    else:
+        peak_note = "peak not measured"
+
+    if "loop" in results:
+        runs = paired(results["loop"], "bare", "jaxdl", "jaxdl_synthetic", "torch")
+        bare, jaxdl, synthetic, torch = (median(rate(r[i]) for r in runs) for i in range(4))
+        tax = median(rate(j) / rate(b) for b, j, _, _ in runs)
+        speed = median(rate(j) / rate(t) for _, j, _, t in runs)
+        flops = median(j["step_flops"] for _, j, _, _ in runs)
+        mfu = median(j["step_flops"] * rate(j) / peak for _, j, _, _ in runs)
+        wait = median(data_fraction(j) for _, j, _, _ in runs)
+        ab = median(1 - rate(j) / rate(s) for _, j, s, _ in runs)
+        n = f"{len(runs)} repeat(s)"
+        rows.append(
+            (
+                "1",
+                "framework tax: jaxdl / bare jax.jit steps/s (mnist_cnn)",
+                f"{tax:.3f}×",
+                "≥ 0.97",
+                verdict(tax, TARGETS["framework_tax"], False),
+                f"jaxdl {jaxdl:.1f}, bare {bare:.1f} steps/s; {n}",
+            )
+        )
+        rows.append(
+            (
+                "2",
+                "mnist_cnn images/s: jaxdl / PyTorch",
+                f"{speed:.2f}×",
+                "≥ 1.2",
+                verdict(speed, TARGETS["cnn_throughput"], False),
+                f"jaxdl {128 * jaxdl:,.0f}, PyTorch {128 * torch:,.0f} images/s; {n}",
+            )
+        )
+        rows.append(
+            (
+                "5a",
+                "MFU, mnist_cnn train step",
+                f"{mfu:.1%}",
+                "≥ 45%",
+                verdict(mfu, TARGETS["cnn_mfu"], False),
+                f"{flops / 1e9:.3f} GFLOP/step (XLA) × {jaxdl:.1f} steps/s; PyTorch same work: "
+                f"{flops * torch / peak:.1%}",
+            )
+        )
+        rows.append(
+            (
+                "6",
+                "input pipeline: step time lost to data (1 − real / synthetic-batch steps/s)",
+                f"{ab:.1%}",
+                "< 5%",
+                "pass" if ab < TARGETS["data_wait"] else "**FAIL**",
+                f"synthetic (one batch kept on the device) {synthetic:.1f} steps/s; host time inside next() + "
+                f"global_batch {wait:.1%} of the span (overlaps the previous step's compute)",
+            )
+        )
+        for b, j, _, t in runs[:1]:
+            work += [
+                ("bare jax.jit loop (mnist_cnn)", b["train_stamps"][-1][0], b["step_flops"], b["last_train_loss"]),
+                ("jaxdl loop (mnist_cnn)", j["train_stamps"][-1][0], j["step_flops"], j["last_train_loss"]),
+                ("PyTorch loop (mnist_cnn)", t["train_stamps"][-1][0], None, t["last_train_loss"]),
+            ]
+
+    if "mnist" in results:
+        runs = paired(results["mnist"], "jaxdl", "torch")
+        for target, key in zip(MNIST_TARGETS, ("time_to_99.0", "time_to_99.2"), strict=True):
+            ours = median(time_to(j, "accuracy", target, False) for j, _ in runs)
+            theirs = median(time_to(t, "accuracy", target, False) for _, t in runs)
+            rows.append(
+                (
+                    "3",
+                    f"mnist_cnn time to {target:.1%} test accuracy (jaxdl)",
+                    seconds(ours),
+                    f"≤ {TARGETS[key]:.0f} s",
+                    verdict(ours, TARGETS[key], True),
+                    f"PyTorch same recipe: {seconds(theirs)}; {len(runs)} repeat(s)",
+                )
+            )
+        for j, t in runs[:1]:
+            for name, r in (("jaxdl", j), ("PyTorch", t)):
+                curve = ", ".join(f"{e['step']}: {e['accuracy']:.4f}" for e in r["evals"][-4:])
+                work.append(
+                    (
+                        f"{name} mnist_cnn to 99.2% (last evaluations {curve})",
+                        r["evals"][-1]["step"],
+                        r.get("step_flops"),
+                        None,
+                    )
+                )
+
+    if "gpt" in results:
+        runs = paired(results["gpt"], "jaxdl", "torch")
+        ours = median(time_to(j, "loss", GPT_TARGET_LOSS, True) for j, _ in runs)
+        theirs = median(time_to(t, "loss", GPT_TARGET_LOSS, True) for _, t in runs)
+        ratio = median(
+            time_to(j, "loss", GPT_TARGET_LOSS, True) / time_to(t, "loss", GPT_TARGET_LOSS, True) for j, t in runs
+        )
+        tokens = median(rate(j) * j["tokens_per_step"] for j, _ in runs)
+        torch_tokens = median(rate(t) * t["tokens_per_step"] for _, t in runs)
+        mfu = median(j["step_flops"] * rate(j) / peak for j, _ in runs)
+        losses = (
+            "; ".join(f"{r['evals'][-1]['loss']:.4f} at step {r['evals'][-1]['step']}" for r in runs[0]) if runs else ""
+        )
+        rows.append(
+            (
+                "4a",
+                "shakespeare_gpt_reference tokens/s: jaxdl / PyTorch",
+                f"{tokens / torch_tokens:.2f}×",
+                "—",
+                "",
+                f"jaxdl {tokens:,.0f}, PyTorch {torch_tokens:,.0f} tokens/s; {len(runs)} repeat(s)",
+            )
+        )
+        rows.append(
+            (
+                "4b",
+                f"wall time to validation loss ≤ {GPT_TARGET_LOSS}: jaxdl / PyTorch",
+                "n/a" if math.isnan(ratio) else f"{ratio:.2f}×",
+                "≤ 0.8",
+                verdict(ratio, TARGETS["gpt_wall"], True),
+                f"jaxdl {seconds(ours)}, PyTorch {seconds(theirs)}; last val loss jaxdl, PyTorch: {losses}",
+            )
+        )
+        rows.append(
+            (
+                "5b",
+                "MFU, GPT train step",
+                f"{mfu:.1%}",
+                "—",
+                "",
+                f"PyTorch same work: {median(j['step_flops'] * rate(t) / peak for j, t in runs):.1%}",
+            )
+        )
+
+    if "checkpoint" in results:
+        runs = paired(results["checkpoint"], "every_epoch", "none")
+        span = lambda r: r["train_stamps"][-1][1] - r["train_stamps"][1][1]
+        cost = median(span(e) / span(n) - 1 for e, n in runs)
+        rows.append(
+            (
+                "7",
+                "checkpoint every epoch vs none: extra training time",
+                f"{cost:+.1%}",
+                "< 3%",
+                "n/a" if math.isnan(cost) else "pass" if cost < TARGETS["checkpoint_cost"] else "**FAIL**",
+                f"mnist_cnn 2 epochs, async orbax saves; {len(runs)} repeat(s)",
+            )
+        )
+    return render(info, rows, work, peak_note, results)
+
+
+def render(info: dict, rows: list, work: list, peak_note: str, results: dict) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+    loaded = max(info["load_before"][0], info["load_after"][0]) > 0.5 * info["cores"]
+    lines = [
+        "## jaxdl benchmarks" + (" (QUICK: short runs, not the figures)" if info["quick"] else ""),
+        "",
+        f"Machine: {info['cpu']} (family/model {info['cpu_family_model']}), {info['cores']} cores, "
+        f"avx512_bf16 {'yes' if info['avx512_bf16'] else 'no'}, {info['memory_gib']} GiB; Python {info['python']}; "
+        f"{versions}; XLA_FLAGS={info['xla_flags'] or '(none)'}.",
+        f"{peak_note}. Load average before/after: {info['load_before'][0]:.1f}/{info['load_after'][0]:.1f}"
+        + (" — **measured on a loaded machine**" if loaded else "")
+        + f". Repeats: {info['repeats']} (GPT {info['gpt_repeats']}); PyTorch threads {info.get('torch_threads')}; "
+        f"suite time {info['minutes']:.1f} min.",
+        "",
+        "| # | figure | value | target | pass | details (medians) |",
+        "|---|---|---|---|---|---|",
+        *(f"| {' | '.join(str(c) for c in row)} |" for row in sorted(rows, key=lambda r: (int(r[0][0]), r[0]))),
+    ]
+    if work:
+        lines += [
+            "",
+            "Same work on both sides (first repeat):",
+            "",
+            "| run | steps | XLA GFLOP/step | train loss, last 50 steps |",
+            "|---|---|---|---|",
+        ]
+        for name, steps, flops, loss in work:
+            lines.append(
+                f"| {name} | {steps} | {'' if not flops else f'{flops / 1e9:.3f}'} | "
+                f"{'' if loss is None else f'{loss:.4f}'} |"
+            )
+    failed = [f"{g}/{a}" for g, arms in results.items() for a, rs in arms.items() for r in rs if "error" in r]
+    if failed:
+        lines += ["", f"Failed runs (left out): {', '.join(failed)}"]
+    return "\n".join(lines)

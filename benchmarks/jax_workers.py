@@ -1,0 +1,280 @@
+"""The jax side of each comparison, one arm per process: `python -m benchmarks.jax_workers ARM [--steps N] ...`.
+
+The jaxdl arms run `jaxdl.train` (the framework as users run it) with a thin probe around it (`Probe`) that only
+observes: it timestamps the loop's train lines, times evaluations (so they can be left out of training time),
+records XLA's FLOP count of the compiled step and the time spent waiting for batches, and stops a run early once
+its target is reached (the learning-rate schedule depends on the configured total, not on where a run stops, so
+stopping early changes nothing before that point). The `bare` arm is a minimal hand-written jax.jit loop.
+"""
+
+import argparse
+import functools
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+import jaxdl
+from benchmarks import common
+from jaxdl import data as data_lib
+from jaxdl import flops, reporting, sharding, training
+
+NEVER = 10**9  # an interval (eval, checkpoint) no run reaches
+
+
+class TargetReached(Exception):
+    """Raised from the probe's evaluation wrapper to end a run once its last target is met."""
+
+
+class Probe:
+    """Observes one `jaxdl.train` call by wrapping a few module attributes the loop looks up at call time."""
+
+    def __init__(self, stop_when=None, synthetic: bool = False):
+        # (step, perf_counter, data_seconds so far) as each train line is written: after that step's host sync
+        self.train_stamps: list[tuple[int, float, float]] = []
+        self.evals: list[dict] = []  # step, metrics, training seconds so far (evaluations excluded)
+        self.eval_seconds = 0.0
+        self.data_seconds = 0.0  # inside next(train iterator) and host-to-device batch assembly, training only
+        self.step_flops = 0.0
+        self.stop_when, self.synthetic, self.in_eval = stop_when, synthetic, False
+        self._install()
+
+    def _install(self) -> None:
+        probe = self
+        real_evaluate, real_flops = training.evaluate, flops.compiled_flops
+        real_batches, real_global = data_lib.train_batches, sharding.global_batch
+
+        def evaluate(run, eval_step, state, source):
+            start = time.perf_counter()
+            train_seconds = start - common.PROCESS_START - probe.eval_seconds  # evaluations so far left out
+            probe.in_eval = True
+            try:
+                metrics = real_evaluate(run, eval_step, state, source)
+            finally:
+                probe.in_eval = False
+                probe.eval_seconds += time.perf_counter() - start
+            end = time.perf_counter()
+            probe.evals.append({"step": int(state.step), "train_seconds": train_seconds, "start": start, "end": end})
+            probe.evals[-1].update(metrics)
+            if probe.stop_when is not None and probe.stop_when(metrics):
+                raise TargetReached
+            return metrics
+
+        def compiled_flops(compiled):
+            probe.step_flops = real_flops(compiled)
+            return probe.step_flops
+
+        class TimedBatches:
+            def __init__(self, iterator):
+                self.iterator, self.fixed = iterator, None
+
+            def __next__(self):
+                start = time.perf_counter()
+                if not probe.synthetic:
+                    batch = next(self.iterator)
+                else:  # one real batch, read once and then served from memory
+                    self.fixed = self.fixed if self.fixed is not None else next(self.iterator)
+                    batch = self.fixed
+                probe.data_seconds += time.perf_counter() - start
+                return batch
+
+            def get_state(self):
+                return self.iterator.get_state()
+
+            def set_state(self, state):
+                self.iterator.set_state(state)
+
+        cache = {}
+
+        def global_batch(local_batch, mesh):
+            if probe.in_eval:
+                return real_global(local_batch, mesh)
+            start = time.perf_counter()
+            if probe.synthetic:  # the same arrays on the device every step: no transfer at all
+                if "batch" not in cache:
+                    cache["batch"] = real_global(local_batch, mesh)
+                batch = cache["batch"]
+            else:
+                batch = real_global(local_batch, mesh)
+            probe.data_seconds += time.perf_counter() - start
+            return batch
+
+        class StampingReporter(reporting.Reporter):
+            def write(self, step, split, metrics):
+                if split == "train":
+                    probe.train_stamps.append((step, time.perf_counter(), probe.data_seconds))
+                super().write(step, split, metrics)
+
+        training.evaluate = evaluate
+        flops.compiled_flops = compiled_flops
+        data_lib.train_batches = lambda *a, **k: TimedBatches(real_batches(*a, **k))
+        sharding.global_batch = global_batch
+        training.Reporter = StampingReporter
+
+    def train(self, config, workdir: Path) -> bool:
+        """Run jaxdl.train; True when the run stopped early at its target."""
+        logging.set_verbosity(logging.WARNING)  # as jaxdl.main does
+        try:
+            jaxdl.train(config, workdir)
+            return False
+        except TargetReached:
+            return True
+
+
+def _loop_config(steps: int):
+    config = jaxdl.get_config("mnist_cnn")
+    config.train.update(max_steps=steps, eval_every_steps=NEVER)
+    config.checkpoint.every_steps = NEVER
+    config.data.test_examples = 500  # the final test pass is not timed; keep it short
+    return config
+
+
+def _result(probe: Probe, **extra) -> dict:
+    return {
+        "train_stamps": probe.train_stamps,
+        "evals": probe.evals,
+        "eval_seconds": probe.eval_seconds,
+        "data_seconds": probe.data_seconds,
+        "step_flops": probe.step_flops,
+        "process_seconds": common.since_start(),
+        **extra,
+    }
+
+
+def arm_loop(args) -> dict:
+    """jaxdl's loop on mnist_cnn for `steps` steps, no evaluation, no checkpoint before the end."""
+    probe = Probe(synthetic=args.synthetic)
+    with tempfile.TemporaryDirectory() as workdir:
+        probe.train(_loop_config(args.steps), Path(workdir))
+        losses = [r for r in _read_metrics(Path(workdir)) if r["split"] == "train"]
+    # Data waiting is counted over the stamped span only, like the steps/s.
+    return _result(probe, last_train_loss=losses[-1]["loss"])
+
+
+def _read_metrics(workdir: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def arm_bare(args) -> dict:
+    """A minimal hand-written jax.jit loop: same model, batches, augmentation, optimizer; no logging."""
+    from jaxdl.data import augment, mnist
+    from jaxdl.models import CNN
+
+    config = jaxdl.get_config("mnist_cnn")
+    train = mnist.load("train").arrays
+    images, labels = train["inputs"], train["targets"]
+    batches = np.load(args.indices)[: args.steps]
+    model = CNN(num_classes=10, **config.model)
+    init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+    params = model.init({"params": init_rng, "dropout": init_rng}, images[:1] / np.float32(255), train=False)
+    schedule = optax.cosine_onecycle_schedule(args.steps, 5e-3, pct_start=0.25, final_div_factor=1e3)
+    tx = optax.adam(schedule)
+    state = (params["params"], tx.init(params["params"]), jnp.zeros((), jnp.int32))
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def train_step(state, inputs, targets):
+        params, opt_state, step = state
+        key = jax.random.fold_in(jax.random.fold_in(step_rng, step), 1)
+        inputs = augment.random_shift({"inputs": inputs}, key, max_shift=1)["inputs"]
+
+        def loss_fn(params):
+            logits = model.apply({"params": params}, inputs, train=True)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state, step + 1), loss
+
+    batch = lambda i: (images[batches[i]] / np.float32(255), labels[batches[i]])
+    step_flops = flops.compiled_flops(train_step.lower(state, *batch(0)).compile())
+    losses, stamps = [], []
+    for i in range(args.steps):
+        state, loss = train_step(state, *batch(i))
+        losses.append(loss)
+        if (i + 1) % 50 == 0 or i + 1 == args.steps:  # timestamps only; the loop itself never waits
+            jax.block_until_ready(loss)
+            stamps.append((i + 1, time.perf_counter(), 0.0))
+    last = float(np.mean(jax.device_get(losses[-50:])))
+    return {"train_stamps": stamps, "step_flops": step_flops, "last_train_loss": last}
+
+
+def arm_mnist_tta(args) -> dict:
+    """The default mnist_cnn run, evaluated on the test set every `eval_every` steps, until 99.2% (or the end)."""
+    config = jaxdl.get_config("mnist_cnn")
+    config.train.eval_every_steps = args.eval_every
+    if args.steps:
+        config.train.max_steps = args.steps
+    probe = Probe(stop_when=lambda m: m["accuracy"] >= max(common.MNIST_TARGETS))
+    with tempfile.TemporaryDirectory() as workdir:
+        stopped = probe.train(config, Path(workdir))
+    return _result(probe, stopped_early=stopped)
+
+
+def arm_gpt(args) -> dict:
+    """shakespeare_gpt_reference as configured, until the validation loss reaches the target (or the end)."""
+    config = jaxdl.get_config("shakespeare_gpt_reference")
+    if args.steps:
+        config.train.update(max_steps=args.steps, eval_every_steps=args.eval_every)
+    probe = Probe(stop_when=lambda m: m["loss"] <= common.GPT_TARGET_LOSS)
+    with tempfile.TemporaryDirectory() as workdir:
+        stopped = probe.train(config, Path(workdir))
+    tokens = config.data.batch_size * config.model.context
+    return _result(probe, stopped_early=stopped, tokens_per_step=tokens)
+
+
+def arm_checkpoint(args) -> dict:
+    """mnist_cnn for `epochs` epochs with a checkpoint every epoch, or none before the final one."""
+    config = jaxdl.get_config("mnist_cnn")
+    config.train.update(num_epochs=args.epochs, eval_every_steps=NEVER)
+    config.data.test_examples = 500
+    config.checkpoint.every_steps = 0 if args.checkpoints else NEVER
+    if args.steps:
+        config.train.max_steps = args.steps
+        config.checkpoint.every_steps = args.steps // args.epochs if args.checkpoints else NEVER
+    probe = Probe()
+    with tempfile.TemporaryDirectory() as workdir:
+        probe.train(config, Path(workdir))
+    return _result(probe)
+
+
+def arm_peak(args) -> dict:
+    """Best-of FLOP/s of a 2048x2048 matmul, float32 (the MFU denominator) and bfloat16 (for reference)."""
+    flops.measured_peak_flops.cache_clear()
+    fp32 = flops.measured_peak_flops("float32", 2048, args.repeats)
+    bf16 = flops.measured_peak_flops("bfloat16", 2048, args.repeats)
+    return {"fp32_flops": fp32, "bf16_flops": bf16, "devices": [str(d) for d in jax.devices()]}
+
+
+ARMS = {
+    "loop": arm_loop,
+    "bare": arm_bare,
+    "mnist_tta": arm_mnist_tta,
+    "gpt": arm_gpt,
+    "checkpoint": arm_checkpoint,
+    "peak": arm_peak,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("arm", choices=sorted(ARMS))
+    parser.add_argument("--steps", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--eval_every", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--indices", default="")
+    parser.add_argument("--synthetic", action="store_true")
+    parser.add_argument("--checkpoints", action="store_true")
+    args = parser.parse_args()
+    common.emit(ARMS[args.arm](args))
+
+
+if __name__ == "__main__":
+    main()
