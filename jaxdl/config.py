@@ -69,6 +69,7 @@ def default_config() -> ml_collections.ConfigDict:
                 "learning_rate": 1e-3,
                 "schedule": "constant",  # constant, cosine, warmup_cosine, onecycle
                 "min_learning_rate": 0.0,  # where cosine and warmup_cosine end
+                "b1": 0.9,  # Adam/AdamW first-moment decay (DCGAN uses 0.5)
                 "b2": 0.999,  # Adam/AdamW second-moment decay
                 "warmup_steps": 0,  # for warmup_cosine
                 "onecycle_pct_start": 0.3,  # onecycle: the fraction of steps rising to learning_rate

@@ -68,21 +68,11 @@ def network_config(
     """`config_optim` (without the networks' sections) overridden by its section `name`, when there is one."""
     merged = ml_collections.ConfigDict({k: v for k, v in config_optim.items() if k not in names})
     section = config_optim.get(name) or {}
-    unknown = sorted(set(section) - set(merged) - {"b1"})
+    unknown = sorted(set(section) - set(merged))
     if unknown:
         raise UsageError(f"config.optim.{name} sets {', '.join(unknown)}: not optim fields; use those of config.optim")
     merged.update(dict(section))
     return merged
-
-
-def network_optimizer(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-    """`optim.build_optimizer` for one network's settings; Adam also takes `b1` here (DCGAN uses 0.5)."""
-    if "b1" not in config:
-        return optim.build_optimizer(config, total_steps)
-    if config.name != "adam" or config.weight_decay or config.get("l1", 0.0):
-        raise UsageError(f"optim b1={config.b1} is read by the adam optimizer without weight_decay or l1 only")
-    clip = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm else []
-    return optax.chain(*clip, optax.adam(optim.learning_rate_schedule(config, total_steps), config.b1, config.b2))
 
 
 def from_config(
@@ -92,5 +82,5 @@ def from_config(
     if trainable or config_optim.head:
         raise UsageError("optim.trainable and optim.head are not supported with one optimizer per network")
     return PerNetwork(
-        {name: network_optimizer(network_config(config_optim, name, names), total_steps) for name in names}
+        {name: optim.build_optimizer(network_config(config_optim, name, names), total_steps) for name in names}
     )

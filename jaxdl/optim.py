@@ -42,8 +42,8 @@ def _optimizer(config: ml_collections.ConfigDict, lr: optax.Schedule) -> optax.G
         "sgd": lambda: optax.sgd(lr),
         "momentum": lambda: optax.sgd(lr, momentum=momentum),
         "nesterov": lambda: optax.sgd(lr, momentum=momentum, nesterov=True),
-        "adam": lambda: optax.adam(lr, b2=config.b2),
-        "adamw": lambda: optax.adamw(lr, b2=config.b2, weight_decay=wd, mask=decay_mask),
+        "adam": lambda: optax.adam(lr, b1=config.b1, b2=config.b2),
+        "adamw": lambda: optax.adamw(lr, b1=config.b1, b2=config.b2, weight_decay=wd, mask=decay_mask),
         "rmsprop": lambda: optax.rmsprop(lr, momentum=momentum),
     }
     if config.name not in optimizers:

@@ -72,9 +72,8 @@ def test_each_network_gets_its_own_optimizer_settings_from_the_config():
     assert (generator.learning_rate, generator.b1) == (2e-4, 0.5)
     assert (discriminator.learning_rate, discriminator.b1) == (1e-3, 0.5)
     assert "generator" not in discriminator and discriminator.name == "adam"
-    config.optim.generator.b1 = 0.9
-    config.optim.generator.name = "sgd"  # b1 belongs to Adam
-    with pytest.raises(jaxdl.UsageError, match="b1"):
+    config.optim.generator.beta1 = 0.9  # a misspelt field is an error, not silently ignored
+    with pytest.raises(jaxdl.UsageError, match="beta1"):
         training.setup(config)
 
 
