@@ -151,7 +151,9 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
 
 
 def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
-    """The resolved config a run wrote to `workdir/config.json` (JSON lists back to the tuples they were)."""
+    """The config a run was trained with (`workdir/config.json`, JSON lists back to the tuples they were), laid
+    over its experiment's current `get_config()`: a field added to jaxdl or to the experiment since the run was
+    trained takes its default instead of being missing."""
     path = Path(workdir) / "config.json"
     if not path.is_file():
         raise UsageError(f"{path} not found: {workdir} is not a jaxdl run directory")
@@ -162,7 +164,13 @@ def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
         if isinstance(value, dict)
         else value
     )
-    return ml_collections.ConfigDict(as_tuples(json.loads(path.read_text())))
+    saved = ml_collections.ConfigDict(as_tuples(json.loads(path.read_text())))
+    try:
+        config = get_config(saved.experiment)
+        config.update(saved)
+    except Exception:  # the experiment file is gone or runs differently now: the saved config as it is
+        return saved
+    return config
 
 
 def set_string_field(config: ml_collections.ConfigDict, path: str, value: str) -> None:

@@ -171,22 +171,10 @@ class Model:
         return explain.class_activation_maps(apply, x, jnp.asarray(target))
 
 
-def run_config(workdir: str | Path) -> ml_collections.ConfigDict:
-    """The config a run was trained with (its config.json), laid over its experiment's current `get_config()`:
-    a field added to jaxdl or to the experiment since then takes its default instead of being missing."""
-    saved = config_lib.load_config(workdir)
-    try:
-        config = config_lib.get_config(saved.experiment)
-        config.update(saved)
-    except Exception:  # the experiment file moved, or a field changed type: the saved config as it is
-        return saved
-    return config
-
-
 def load(workdir: str | Path, step: int | None = None, config: ml_collections.ConfigDict | None = None) -> Model:
     """The model of the run in `workdir` at checkpoint `step` (default: the newest), built from the run's own
     config.json (or `config`). Single-process: the parameters are gathered onto this process's devices."""
-    config = run_config(workdir) if config is None else config
+    config = config_lib.load_config(workdir) if config is None else config
     run, state, _ = restore(config, workdir, step)
     return Model(config, run.experiment.model, run.experiment.task, state.variables, int(state.step), run)
 

@@ -121,7 +121,7 @@ def main(argv: list[str]) -> None:
         # the command line still chooses the sampling options.
         config = FLAGS.config
         if (Path(workdir) / "config.json").is_file():
-            config = inference.run_config(workdir)
+            config = config_lib.load_config(workdir)
             for section in ("sample", "compress"):  # options of the mode itself, not of the trained model
                 if section in FLAGS.config:
                     config[section] = FLAGS.config[section]

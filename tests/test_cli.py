@@ -1,6 +1,7 @@
 """The command-line contract: listing, and bad input -> exit 2 with one clear line and an untouched workdir."""
 
 import hashlib
+import json
 
 import pytest
 
@@ -67,3 +68,16 @@ def test_a_workdir_that_is_a_file_is_rejected(tmp_path, mnist_available):
     result = run_cli("--experiment=mnist_cnn", f"--workdir={not_a_dir}/run", *QUICK)
     assert result.returncode == 2 and "is a file, not a directory" in result.stderr
     assert not_a_dir.read_text() == "keep me"
+
+
+def test_a_run_saved_before_a_field_existed_still_loads_with_that_fields_default(tmp_path):
+    import jaxdl
+
+    config = jaxdl.get_config("mnist_cnn")
+    config.optim.learning_rate = 0.123  # the run's own value survives
+    saved = json.loads(config.to_json())
+    del saved["optim"]["l1"]  # as written before optim.l1 was added
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = jaxdl.config.load_config(tmp_path)
+    assert loaded.optim.l1 == 0.0 and loaded.optim.learning_rate == 0.123
+    assert loaded.optim.no_decay == tuple(config.optim.no_decay)  # JSON lists back to tuples

@@ -224,7 +224,7 @@ def test_pruning_reaches_the_requested_sparsity_and_keeps_the_largest_weights(sc
 
 def test_compress_a_trained_run_reports_sizes_and_accuracy(stopped_run):
     workdir, _ = stopped_run
-    config = jaxdl.inference.run_config(workdir)
+    config = jaxdl.config.load_config(workdir)
     config.compress.sparsity = 0.5
     report = compress.compress(config, workdir)
     variants = report["variants"]
