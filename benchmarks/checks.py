@@ -1,7 +1,7 @@
 """Do the two sides do the same work? Numerical checks run before the benchmarks: `python -m benchmarks.checks`.
 
-- learning-rate curves: optax's onecycle vs torch OneCycleLR (as configured in torch_workers), optax's warmup-cosine
-  vs the plain-Python formula torch's LambdaLR uses: equal at every step;
+- learning-rate curves: optax's onecycle vs torch_models.onecycle_schedule (the OneCycleLR torch_workers uses),
+  optax's warmup-cosine vs the plain-Python formula torch's LambdaLR uses: equal at every step;
 - models: jaxdl's CNN and GPT with their flax parameters copied into the PyTorch twins give the same logits, loss
   and gradient norm on the same batch; same parameter counts; initialisation of the same scale per layer;
 - data: the index batches the driver writes are the ones jaxdl's grain pipeline draws; the torch side's
@@ -47,15 +47,7 @@ def check_schedules() -> None:
     total = 1872
     optax_curve = optax.cosine_onecycle_schedule(total, 5e-3, pct_start=0.25, final_div_factor=1e3)
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=5e-3)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=5e-3,
-        anneal_strategy="cos",
-        div_factor=25,
-        final_div_factor=1e3,
-        cycle_momentum=False,
-        **common.onecycle_torch_arguments(total, 0.25),
-    )
+    scheduler = torch_models.onecycle_schedule(optimizer, total, peak=5e-3, pct_start=0.25, final_div=1e3)
     worst = 0.0
     for step in range(total):
         ours = float(optax_curve(step))

@@ -22,6 +22,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks import common
+
+
+def onecycle_schedule(
+    optimizer: torch.optim.Optimizer, total_steps: int, peak: float, pct_start: float, final_div: float
+) -> torch.optim.lr_scheduler.OneCycleLR:
+    """torch's OneCycleLR on optax.cosine_onecycle_schedule(total_steps, peak, pct_start, final_div)'s curve: the one
+    the torch arms train with and benchmarks/checks.py compares step by step."""
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=peak,
+        anneal_strategy="cos",
+        div_factor=25,  # optax's default
+        final_div_factor=final_div,
+        cycle_momentum=False,  # optax's Adam keeps β1 fixed
+        **common.onecycle_torch_arguments(total_steps, pct_start),
+    )
+
+
 TRUNCATED_NORMAL_STD = 0.87962566103423978  # std of a unit normal truncated to [-2, 2]; flax divides by it
 
 

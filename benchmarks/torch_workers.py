@@ -71,15 +71,7 @@ def arm_cnn(args) -> dict:
     generator = torch.Generator().manual_seed(1)
     model = torch_models.CNN()
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=5e-3,
-        anneal_strategy="cos",
-        div_factor=25,
-        final_div_factor=1e3,
-        cycle_momentum=False,  # optax's Adam keeps β1 fixed
-        **common.onecycle_torch_arguments(total, 0.25),
-    )
+    schedule = torch_models.onecycle_schedule(optimizer, total, peak=5e-3, pct_start=0.25, final_div=1e3)
 
     @torch.no_grad()
     def evaluate() -> dict:
