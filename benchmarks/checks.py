@@ -36,11 +36,13 @@ def check(name: str, ok: bool, detail: str) -> None:
 
 
 def index_batches(length: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
-    """The first `steps` batches of example indices jaxdl's training pipeline draws (jaxdl.data.pipeline)."""
-    import grain
+    """The first `steps` batches of example indices jaxdl's training pipeline draws: its own iterator, run over a
+    source whose examples are their indices."""
+    from jaxdl import data
 
-    dataset = grain.MapDataset.range(length).seed(seed).shuffle().repeat(None).batch(batch_size, drop_remainder=True)
-    return np.stack([np.asarray(dataset[i]) for i in range(steps)]).astype(np.int64)
+    numbers = data.ArraySource({"index": np.arange(length)})
+    batches = data.train_batches(data.Dataset(train=numbers, test=numbers), numbers, batch_size, seed, 0, 1)
+    return np.stack([next(batches)["index"] for _ in range(steps)]).astype(np.int64)
 
 
 def check_schedules() -> None:
@@ -159,7 +161,7 @@ def check_batches() -> None:
     iterator = jaxdl.data.train_batches(data, source, 128, 0, 0, 1)
     expected = index_batches(len(source), 128, 3, 0)
     same = all(np.array_equal(next(iterator)["targets"], source.arrays["targets"][i]) for i in expected)
-    check("index batches", same, "the driver's index batches are the ones jaxdl's grain pipeline draws")
+    check("index batches", same, "the other arms' index batches gather the examples jaxdl's pipeline yields")
 
 
 def write_indices(directory: Path) -> None:

@@ -57,6 +57,15 @@ def test_train_batches_are_seeded_reshuffled_each_epoch_and_drop_nothing():
     assert epoch1 != epoch2  # the shuffle is re-drawn
 
 
+def test_batches_straddling_an_epoch_end_take_the_rest_of_one_permutation_and_the_start_of_the_next():
+    dataset = _numbers(10)
+    stream = np.concatenate(_take(data.train_batches(dataset, dataset.train, 3, 5, 0, 1), 10)).tolist()
+    epochs = [stream[i : i + 10] for i in (0, 10, 20)]
+    assert all(sorted(e) == list(range(10)) for e in epochs)  # every example once per epoch, none dropped
+    assert epochs == [data.epoch_permutation(5, e, 10).tolist() for e in range(3)]
+    assert len({tuple(e) for e in epochs}) == 3  # re-drawn every epoch
+
+
 def test_train_iterator_resumes_from_its_saved_position():
     dataset = _numbers(10)
     iterator = data.train_batches(dataset, dataset.train, 3, seed=1, process_index=0, process_count=1)

@@ -1,7 +1,7 @@
 """Data: random-access sources (what experiments provide) and the pipeline that batches them."""
 
 from jaxdl.data import mnist, tabular
-from jaxdl.data.pipeline import eval_batches, steps_per_epoch, train_batches
+from jaxdl.data.pipeline import epoch_permutation, eval_batches, steps_per_epoch, train_batches
 from jaxdl.data.sources import ArraySource, Batch, Dataset, Source, head, hold_out, select_classes
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "Batch",
     "Dataset",
     "Source",
+    "epoch_permutation",
     "eval_batches",
     "head",
     "hold_out",
