@@ -45,11 +45,22 @@ def index_batches(length: int, batch_size: int, steps: int, seed: int) -> np.nda
     return np.stack([next(batches)["index"] for _ in range(steps)]).astype(np.int64)
 
 
+def check_recipes() -> None:
+    """The PyTorch arms' recipes (benchmarks/common.py) are the jaxdl experiments' current defaults."""
+    for experiment, recipe in (("mnist_cnn", common.CNN_RECIPE), ("shakespeare_gpt_reference", common.GPT_RECIPE)):
+        config = jaxdl.get_config(experiment)
+        differ = {key: (value, config[key.split(".")[0]][key.split(".")[1]]) for key, value in recipe.items()}
+        differ = {key: pair for key, pair in differ.items() if pair[0] != pair[1]}
+        check(f"{experiment} recipe", not differ, f"PyTorch vs jaxdl: {differ}" if differ else "same settings")
+
+
 def check_schedules() -> None:
-    total = 1872
-    optax_curve = optax.cosine_onecycle_schedule(total, 5e-3, pct_start=0.25, final_div_factor=1e3)
-    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=5e-3)
-    scheduler = torch_models.onecycle_schedule(optimizer, total, peak=5e-3, pct_start=0.25, final_div=1e3)
+    cnn, gpt = common.CNN_RECIPE, common.GPT_RECIPE
+    total, peak = 1872, cnn["optim.learning_rate"]
+    pct, div = cnn["optim.onecycle_pct_start"], cnn["optim.onecycle_final_div"]
+    optax_curve = optax.cosine_onecycle_schedule(total, peak, pct_start=pct, final_div_factor=div)
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=peak)
+    scheduler = torch_models.onecycle_schedule(optimizer, total, peak, pct, div)
     worst = 0.0
     for step in range(total):
         ours = float(optax_curve(step))
@@ -58,9 +69,11 @@ def check_schedules() -> None:
         scheduler.step()
     # optax computes in float32: differences of a few 1e-5 relative are its rounding, not a different curve.
     check("onecycle schedule", worst < 1e-4, f"max relative difference {worst:.1e} over {total} steps")
-    cosine = optax.warmup_cosine_decay_schedule(0.0, 1e-3, 100, 2000, end_value=1e-4)
-    worst = max(abs(float(cosine(s)) - common.warmup_cosine(s, 1e-3, 100, 2000, 1e-4)) for s in range(2000))
-    check("warmup-cosine schedule", worst < 1e-9, f"max absolute difference {worst:.1e} over 2000 steps")
+    peak, warmup, end = gpt["optim.learning_rate"], gpt["optim.warmup_steps"], gpt["optim.min_learning_rate"]
+    total = gpt["train.max_steps"]
+    cosine = optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total, end_value=end)
+    worst = max(abs(float(cosine(s)) - common.warmup_cosine(s, peak, warmup, total, end)) for s in range(total))
+    check("warmup-cosine schedule", worst < 1e-9, f"max absolute difference {worst:.1e} over {total} steps")
 
 
 def to_torch(array) -> torch.Tensor:
@@ -166,9 +179,11 @@ def check_batches() -> None:
 
 def write_indices(directory: Path) -> None:
     """The index batches both sides train on: mnist_cnn's 4 epochs, shakespeare_gpt_reference's 2000 steps."""
-    np.save(directory / "mnist.npy", index_batches(60_000, 128, 4 * (60_000 // 128), 0))
+    cnn, gpt = common.CNN_RECIPE, common.GPT_RECIPE
+    cnn_batch, epochs = cnn["data.batch_size"], cnn["train.num_epochs"]
+    np.save(directory / "mnist.npy", index_batches(60_000, cnn_batch, epochs * (60_000 // cnn_batch), 0))
     train, _, _ = common.shakespeare_arrays(64, 0.9, 2000, 0)
-    np.save(directory / "gpt.npy", index_batches(len(train) - 64, 12, 2000, 0))
+    np.save(directory / "gpt.npy", index_batches(len(train) - 64, gpt["data.batch_size"], gpt["train.max_steps"], 0))
 
 
 def main() -> None:
@@ -179,7 +194,7 @@ def main() -> None:
     if args.indices:
         write_indices(Path(args.indices))
     if not args.indices_only:
-        for step in (check_schedules, check_cnn, check_gpt, check_batches):
+        for step in (check_recipes, check_schedules, check_cnn, check_gpt, check_batches):
             step()
     common.emit({"checks": RESULTS})
     sys.exit(0 if all(RESULTS.values()) else 1)

@@ -42,6 +42,26 @@ TARGETS = {
     "checkpoint_cost": 0.03,  # fractional slowdown, <
 }
 GPT_TARGET_LOSS = 1.88
+
+# The recipes the PyTorch arms train with, named as in jaxdl's configs; checks.check_recipes verifies that they are
+# the ones of mnist_cnn and shakespeare_gpt_reference, so a change of a default cannot leave the twin behind.
+CNN_RECIPE = {
+    "optim.learning_rate": 5e-3,
+    "optim.onecycle_pct_start": 0.25,
+    "optim.onecycle_final_div": 1e3,
+    "data.batch_size": 128,
+    "train.num_epochs": 4,
+}
+GPT_RECIPE = {
+    "optim.learning_rate": 1e-3,
+    "optim.warmup_steps": 100,
+    "optim.min_learning_rate": 1e-4,
+    "optim.b2": 0.99,
+    "optim.weight_decay": 0.1,
+    "optim.grad_clip_norm": 1.0,
+    "data.batch_size": 12,
+    "train.max_steps": 2000,
+}
 MNIST_TARGETS = (0.990, 0.992)
 
 

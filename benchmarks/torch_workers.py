@@ -66,12 +66,16 @@ def arm_cnn(args) -> dict:
     test_images = torch.from_numpy(test_images[:, None].astype(np.float32) / 255)
     test_labels = torch.from_numpy(test_labels.astype(np.int64))
     batches = np.load(args.indices)
-    total = args.steps or 4 * (len(labels) // batches.shape[1])
+    recipe = common.CNN_RECIPE
+    total = args.steps or recipe["train.num_epochs"] * (len(labels) // batches.shape[1])
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(1)
     model = torch_models.CNN()
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
-    schedule = torch_models.onecycle_schedule(optimizer, total, peak=5e-3, pct_start=0.25, final_div=1e3)
+    peak = recipe["optim.learning_rate"]
+    optimizer = torch.optim.Adam(model.parameters(), lr=peak)
+    schedule = torch_models.onecycle_schedule(
+        optimizer, total, peak, recipe["optim.onecycle_pct_start"], recipe["optim.onecycle_final_div"]
+    )
 
     @torch.no_grad()
     def evaluate() -> dict:
@@ -104,15 +108,18 @@ def arm_cnn(args) -> dict:
 def arm_gpt(args) -> dict:
     """shakespeare_gpt_reference's recipe (2000 steps, batch 12, context 64), validation loss every `eval_every`
     steps, stopping once it is <= the target."""
-    context, steps, peak = 64, args.steps or 2000, 1e-3
+    recipe = common.GPT_RECIPE
+    context, steps, peak = 64, args.steps or recipe["train.max_steps"], recipe["optim.learning_rate"]
+    warmup, end = recipe["optim.warmup_steps"], recipe["optim.min_learning_rate"]
     train, windows, vocab_size = common.shakespeare_arrays(context, 0.9, 2000, 0)
     windows = torch.from_numpy(windows)
     batches = np.load(args.indices)
     torch.manual_seed(0)
     model = torch_models.GPT(vocab_size, context)
-    optimizer = torch.optim.AdamW(model.parameter_groups(0.1), lr=peak, betas=(0.9, 0.99), eps=1e-8)
+    groups = model.parameter_groups(recipe["optim.weight_decay"])
+    optimizer = torch.optim.AdamW(groups, lr=peak, betas=(0.9, recipe["optim.b2"]), eps=1e-8)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: common.warmup_cosine(s, peak, 100, steps, 1e-4) / peak
+        optimizer, lambda s: common.warmup_cosine(s, peak, warmup, steps, end) / peak
     )
 
     @torch.no_grad()
@@ -132,7 +139,7 @@ def arm_gpt(args) -> dict:
         loss = F.cross_entropy(logits.flatten(0, 1), chunk[:, 1:].flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["optim.grad_clip_norm"])
         optimizer.step()
         schedule.step()
         losses.append(loss.detach())
