@@ -53,7 +53,7 @@ CNN_RECIPE = {
     "train.num_epochs": 4,
 }
 GPT_RECIPE = {
-    "optim.learning_rate": 1e-3,
+    "optim.learning_rate": 2e-3,
     "optim.warmup_steps": 100,
     "optim.min_learning_rate": 1e-4,
     "optim.b2": 0.99,
