@@ -4,9 +4,10 @@
         [--per_class=100,30,10]
 
 Pretrains mnist_split_pretrain (digits 0-4) and mnist_cnn when their workdirs are missing, then trains the
-digits 5-9 variants (100 labelled images per digit) once per seed, and the scikit-learn digits variants, each in a
-fresh workdir (finished ones are reused). The seed picks the 100 images per digit, the fresh weights and the
-augmentation, so (a)-(d) of one seed see the same images; the table gives mean ± sample std over the seeds.
+digits 5-9 variants (a)-(d) and (a') (100 labelled images per digit) once per seed, and the scikit-learn digits
+variants, each in a fresh workdir (finished ones are reused). The seed picks the 100 images per digit, the fresh
+weights and the augmentation, so (a)-(d) of one seed see the same images; the table gives mean ± sample std over
+the seeds.
 Other `--per_class` values (fewer labelled images) run (a), (a') and (d) only, for the same 200 steps.
 """
 
