@@ -49,14 +49,14 @@ def check_recipes() -> None:
     """The PyTorch arms' recipes (benchmarks/common.py) are the jaxdl experiments' current defaults."""
     for experiment, recipe in (("mnist_cnn", common.CNN_RECIPE), ("shakespeare_gpt_reference", common.GPT_RECIPE)):
         config = jaxdl.get_config(experiment)
-        differ = {key: (value, config[key.split(".")[0]][key.split(".")[1]]) for key, value in recipe.items()}
-        differ = {key: pair for key, pair in differ.items() if pair[0] != pair[1]}
+        ours = {key: config[key.split(".")[0]][key.split(".")[1]] for key in recipe}  # "optim.b2" -> config.optim.b2
+        differ = {key: (value, ours[key]) for key, value in recipe.items() if value != ours[key]}
         check(f"{experiment} recipe", not differ, f"PyTorch vs jaxdl: {differ}" if differ else "same settings")
 
 
 def check_schedules() -> None:
     cnn, gpt = common.CNN_RECIPE, common.GPT_RECIPE
-    total, peak = 1872, cnn["optim.learning_rate"]
+    total, peak = common.CNN_STEPS, cnn["optim.learning_rate"]
     pct, div = cnn["optim.onecycle_pct_start"], cnn["optim.onecycle_final_div"]
     optax_curve = optax.cosine_onecycle_schedule(total, peak, pct_start=pct, final_div_factor=div)
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=peak)
@@ -179,9 +179,8 @@ def check_batches() -> None:
 
 def write_indices(directory: Path) -> None:
     """The index batches both sides train on: mnist_cnn's 4 epochs, shakespeare_gpt_reference's 2000 steps."""
-    cnn, gpt = common.CNN_RECIPE, common.GPT_RECIPE
-    cnn_batch, epochs = cnn["data.batch_size"], cnn["train.num_epochs"]
-    np.save(directory / "mnist.npy", index_batches(60_000, cnn_batch, epochs * (60_000 // cnn_batch), 0))
+    gpt = common.GPT_RECIPE
+    np.save(directory / "mnist.npy", index_batches(60_000, common.CNN_RECIPE["data.batch_size"], common.CNN_STEPS, 0))
     train, _, _ = common.shakespeare_arrays(64, 0.9, 2000, 0)
     np.save(directory / "gpt.npy", index_batches(len(train) - 64, gpt["data.batch_size"], gpt["train.max_steps"], 0))
 

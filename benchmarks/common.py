@@ -52,6 +52,7 @@ CNN_RECIPE = {
     "data.batch_size": 128,
     "train.num_epochs": 4,
 }
+CNN_STEPS = CNN_RECIPE["train.num_epochs"] * (60_000 // CNN_RECIPE["data.batch_size"])  # 1872: 4 epochs of MNIST
 GPT_RECIPE = {
     "optim.learning_rate": 2e-3,
     "optim.warmup_steps": 100,

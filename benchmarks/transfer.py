@@ -25,23 +25,23 @@ flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the digits 5-9 variants.")
 flags.DEFINE_list("per_class", ["100"], "Labelled training images per digit (issue 5 fixes 100; fewer for a curve).")
 FLAGS = flags.FLAGS
 
-SPLIT_VARIANTS = {
-    "(a) fine-tuned, fresh head": [],
-    "(b) fine-tuned, convolutions frozen": ["--config.optim.trainable=('Dense_*',)"],
-    "(c) LoRA rank 4 on Dense_0 + fresh head": ["--config.lora.rank=4", "--config.optim.trainable=('Dense_1/*',)"],
+FINE_TUNED, SCRATCH = "(a) fine-tuned, fresh head", "(d) from scratch, same steps"
+SPLIT_VARIANTS = {  # label: (workdir name part, overrides)
+    FINE_TUNED: ("a", []),
+    "(b) fine-tuned, convolutions frozen": ("b", ["--config.optim.trainable=('Dense_*',)"]),
+    "(c) LoRA rank 4 on Dense_0 + fresh head": (
+        "c",
+        ["--config.lora.rank=4", "--config.optim.trainable=('Dense_1/*',)"],
+    ),
     # Its own best rate on the validation split (2e-3, 5e-3, 1e-2 tried; BUILD_NOTES.md), not the fine-tuning one.
-    "(d) from scratch, same steps": [
-        "--config.init.from=",
-        "--config.init.skip=()",
-        "--config.optim.learning_rate=1e-2",
-    ],
+    SCRATCH: ("d", ["--config.init.from=", "--config.init.skip=()", "--config.optim.learning_rate=1e-2"]),
 }
 # Two runs chained: a linear probe (only the fresh head trains) for the first 50 of the 200 steps, then every layer
 # from the probe's weights for the remaining 150, so the new head is not random when the body starts to move.
 WARMUP_STEPS, TOTAL_STEPS = 50, 200
 HEAD_WARMUP = "(a') head-only warm-up 50 steps, then all layers"
 HEAD_ONLY = "--config.optim.trainable=('Dense_1/*',)"
-SHORT_CURVE = ("(a) fine-tuned, fresh head", HEAD_WARMUP, "(d) from scratch, same steps")
+SHORT_CURVE = (FINE_TUNED, HEAD_WARMUP, SCRATCH)
 DIGITS_VARIANTS = {"fine-tuned from mnist_cnn": [], "from scratch, same steps": ["--config.init.from="]}
 
 
@@ -72,8 +72,8 @@ def split_runs(runs: Path, per_class: int, seed: int) -> dict[str, dict]:
     names = [*SPLIT_VARIANTS, HEAD_WARMUP] if per_class == 100 else SHORT_CURVE
     results = {}
     for name in names:
-        workdir = runs / f"split_{name[1 : name.index(')')].replace(chr(39), 'w')}{tag}_seed{seed}"
         if name == HEAD_WARMUP:
+            workdir = runs / f"split_aw{tag}_seed{seed}"
             probe = workdir.with_name(workdir.name + "_probe")
             head = train("mnist_split_finetune", probe, pretrained, *common, HEAD_ONLY, steps(WARMUP_STEPS))
             start_from_probe = [f"--config.init.from={probe}", "--config.init.skip=()"]
@@ -81,8 +81,9 @@ def split_runs(runs: Path, per_class: int, seed: int) -> dict[str, dict]:
             results[name] = train("mnist_split_finetune", workdir, *start_from_probe, *common, rest)
             results[name]["wall"] += head["wall"]
         else:
-            overrides = [pretrained, *common, steps(TOTAL_STEPS), *SPLIT_VARIANTS[name]]
-            results[name] = train("mnist_split_finetune", workdir, *overrides)
+            key, overrides = SPLIT_VARIANTS[name]
+            workdir = runs / f"split_{key}{tag}_seed{seed}"
+            results[name] = train("mnist_split_finetune", workdir, pretrained, *common, steps(TOTAL_STEPS), *overrides)
     return results
 
 
@@ -98,8 +99,8 @@ def print_split_table(per_class: int, seeds: list[int], split: dict[str, list[di
         per_seed = ", ".join(f"{100 * a:.2f}" for a in accuracies)
         wall = statistics.mean(r["wall"] for r in results)
         print(f"| {name} | {mean_std(accuracies)} | {per_seed} | {results[0]['count']} | {wall:.0f} |")
-    scratch = split["(d) from scratch, same steps"]
-    for name in ("(a) fine-tuned, fresh head", HEAD_WARMUP):
+    scratch = split[SCRATCH]
+    for name in (FINE_TUNED, HEAD_WARMUP):
         gains = [x["accuracy"] - y["accuracy"] for x, y in zip(split[name], scratch, strict=True)]
         per_seed = ", ".join(f"{100 * g:+.2f}" for g in gains)
         print(f"| {name[:4]} - (d), paired by seed | {mean_std(gains)} | {per_seed} | | |")
