@@ -175,14 +175,21 @@ def step_directory(path: str | Path) -> Path:
     )
 
 
-def read_state_metadata(step_dir: Path) -> Any:
-    """The tree of array metadata (shapes, dtypes) of a checkpoint's train state, without reading the arrays."""
+@contextlib.contextmanager
+def _orbax_errors_only():
+    """absl logging at ERROR and above only, for orbax warnings about reads done on purpose."""
     verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.ERROR)  # orbax warns that the step's metadata file is one level up: it is
+    logging.set_verbosity(logging.ERROR)
     try:
-        return ocp.StandardCheckpointer().metadata(step_dir / "state").item_metadata
+        yield
     finally:
         logging.set_verbosity(verbosity)
+
+
+def read_state_metadata(step_dir: Path) -> Any:
+    """The tree of array metadata (shapes, dtypes) of a checkpoint's train state, without reading the arrays."""
+    with _orbax_errors_only():  # orbax warns that the step's metadata file is one level up: it is
+        return ocp.StandardCheckpointer().metadata(step_dir / "state").item_metadata
 
 
 def _array_shapes(metadata: Any) -> dict[str, tuple]:
@@ -209,7 +216,9 @@ def read_metadata(path: str | Path) -> dict:
     """The dataset metadata (JSON) saved with a checkpoint, e.g. a language model's vocabulary: a run's workdir
     (its newest checkpoint) or a step directory."""
     step_dir = step_directory(path)
-    manager = ocp.CheckpointManager(step_dir.parent, options=ocp.CheckpointManagerOptions(read_only=True))
-    metadata = manager.restore(int(step_dir.name), args=ocp.args.Composite(metadata=ocp.args.JsonRestore())).metadata
-    manager.close()
+    with _orbax_errors_only():  # orbax warns that a read-only manager will not save: it is not meant to
+        manager = ocp.CheckpointManager(step_dir.parent, options=ocp.CheckpointManagerOptions(read_only=True))
+        args = ocp.args.Composite(metadata=ocp.args.JsonRestore())
+        metadata = manager.restore(int(step_dir.name), args=args).metadata
+        manager.close()
     return metadata

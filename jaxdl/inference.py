@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 
 from jaxdl import config as config_lib
 from jaxdl import explain, inputs, plot, sampling
@@ -43,13 +42,7 @@ def restore(
         raise UsageError(f"no checkpoint {'' if step is None else step} in {directory} (it has {list(available)})")
     state, _ = checkpoints.restore(run.abstract_state(), step)
     checkpoints.close()
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.ERROR)  # orbax warns that a read-only manager will not save: it is not meant to
-    try:
-        metadata = read_metadata(directory / str(step))
-    finally:
-        logging.set_verbosity(verbosity)
-    return run, state, metadata
+    return run, state, read_metadata(directory / str(step))
 
 
 def sample(config: ml_collections.ConfigDict, workdir: str | Path) -> str:
