@@ -21,8 +21,8 @@ from absl import logging
 
 import jaxdl
 from benchmarks import common
+from jaxdl import compiler, flops, reporting, sharding, training
 from jaxdl import data as data_lib
-from jaxdl import flops, reporting, sharding, training
 
 NEVER = 10**9  # an interval (eval, checkpoint) no run reaches
 
@@ -163,7 +163,9 @@ def _read_metrics(workdir: Path) -> list[dict]:
 
 
 def arm_bare(args) -> dict:
-    """A minimal hand-written jax.jit loop: same model, batches, augmentation, optimizer; no logging."""
+    """A minimal hand-written jax.jit loop: same model, batches, augmentation, optimizer; no logging. Compiled with
+    jaxdl's compiler options (jaxdl.compiler), so that jaxdl / bare measures the loop alone; `--default_xla`
+    compiles with XLA's defaults instead, as a hand-written loop would be."""
     from jaxdl.data import augment, mnist
     from jaxdl.models import CNN
 
@@ -174,11 +176,18 @@ def arm_bare(args) -> dict:
     model = CNN(num_classes=10, **config.model)
     init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
     params = model.init({"params": init_rng, "dropout": init_rng}, images[:1] / np.float32(255), train=False)
-    schedule = optax.cosine_onecycle_schedule(args.steps, 5e-3, pct_start=0.25, final_div_factor=1e3)
+    recipe = common.CNN_RECIPE
+    schedule = optax.cosine_onecycle_schedule(
+        args.steps,
+        recipe["optim.learning_rate"],
+        pct_start=recipe["optim.onecycle_pct_start"],
+        final_div_factor=recipe["optim.onecycle_final_div"],
+    )
     tx = optax.adam(schedule)
     state = (params["params"], tx.init(params["params"]), jnp.zeros((), jnp.int32))
+    options = {} if args.default_xla else compiler.options()
 
-    @functools.partial(jax.jit, donate_argnums=0)
+    @functools.partial(jax.jit, donate_argnums=0, compiler_options=options)
     def train_step(state, inputs, targets):
         params, opt_state, step = state
         key = jax.random.fold_in(jax.random.fold_in(step_rng, step), 1)
@@ -272,6 +281,7 @@ def main() -> None:
     parser.add_argument("--indices", default="")
     parser.add_argument("--synthetic", action="store_true")
     parser.add_argument("--checkpoints", action="store_true")
+    parser.add_argument("--default_xla", action="store_true", help="bare: XLA's default compiler options")
     args = parser.parse_args()
     common.emit(ARMS[args.arm](args))
 

@@ -64,6 +64,7 @@ def groups(quick: bool, repeats: int, gpt_repeats: int, indices: Path, torch_thr
             "benchmarks 1, 2, 5 (CNN), 6: mnist_cnn train steps",
             (
                 Arm("bare", jax_w, ("bare", mnist_idx, *loop), 14 * scale + 5),
+                Arm("bare_default_xla", jax_w, ("bare", "--default_xla", mnist_idx, *loop), 16 * scale + 5),
                 Arm("jaxdl", jax_w, ("loop", *loop), 19 * scale + 6),
                 Arm("jaxdl_synthetic", jax_w, ("loop", "--synthetic", *loop), 19 * scale + 6),
                 Arm("torch", torch_w, ("cnn", mnist_idx, threads, *loop), 14 * scale + 4),

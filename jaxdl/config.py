@@ -56,7 +56,7 @@ def default_config() -> ml_collections.ConfigDict:
                 "log_every_steps": 50,
                 "eval_every_steps": 0,  # 0 = once per epoch
                 "skip_nonfinite": False,  # skip (and count) updates whose gradients hold NaN/Inf instead of stopping
-                "peak_flops": 0.0,  # per-device FLOP/s that MFU is measured against; 0 = time a matmul at start-up
+                "peak_flops": 0.0,  # per-device FLOP/s that MFU is measured against; 0 = a timed matmul (jaxdl.flops)
                 # Early stopping on a validation metric ("" = off; needs data.validation_size or a validation split).
                 # The best checkpoint is kept in WORKDIR/best and the final test evaluates it (jaxdl.early_stopping).
                 "early_stopping_metric": "",  # e.g. "accuracy" or "loss": a metric of the task's evaluation

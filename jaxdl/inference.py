@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxdl import compiler, explain, inputs, plot, sampling
 from jaxdl import config as config_lib
-from jaxdl import explain, inputs, plot, sampling
 from jaxdl.checkpoint import Checkpoints, read_metadata
 from jaxdl.data.text import Vocabulary
 from jaxdl.errors import UsageError
@@ -113,7 +113,8 @@ class Model:
 
     @functools.cached_property
     def _apply(self):
-        return jax.jit(lambda variables, x: self.module.apply(variables, x, train=False))
+        forward = lambda variables, x: self.module.apply(variables, x, train=False)
+        return jax.jit(forward, compiler_options=compiler.options(self.setup.mesh))
 
     def __call__(self, inputs: Any) -> np.ndarray:
         """The module's outputs for a batch of preprocessed inputs, in evaluation mode (no dropout, running stats)."""

@@ -20,9 +20,9 @@ import optax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
+from jaxdl import compiler, finetune, flops, images, optim, plot, profiling, sharding
 from jaxdl import config as config_lib
 from jaxdl import data as data_lib
-from jaxdl import finetune, flops, images, optim, plot, profiling, sharding
 from jaxdl.checkpoint import Checkpoints
 from jaxdl.early_stopping import Monitor
 from jaxdl.errors import TrainingFailed, UsageError
@@ -108,7 +108,12 @@ def compile_eval_step(run: Setup) -> Callable:
     task, model = run.experiment.task, run.experiment.model
     in_shardings = (run.state_sharding, sharding.batch_sharding(run.mesh))
     replicated = sharding.replicated(run.mesh)  # every process can read the sums
-    return jax.jit(functools.partial(task.eval_step, model), in_shardings=in_shardings, out_shardings=replicated)
+    return jax.jit(
+        functools.partial(task.eval_step, model),
+        in_shardings=in_shardings,
+        out_shardings=replicated,
+        compiler_options=compiler.options(run.mesh),
+    )
 
 
 def evaluate(run: Setup, eval_step: Callable, state: TrainState, source: data_lib.Source) -> dict[str, float]:
@@ -250,11 +255,11 @@ def train_and_evaluate(
             donate_argnums=0,  # the old state's buffers are reused for the new one
         )
         .lower(state, first_batch, step_rng)
-        .compile()
+        .compile(compiler_options=compiler.options(mesh))
     )
     eval_step = compile_eval_step(run)
     step_flops = flops.compiled_flops(train_step) * mesh.size
-    peak_flops = (config.train.peak_flops or flops.measured_peak_flops()) * mesh.size
+    peak_flops = (config.train.peak_flops or flops.peak_flops()) * mesh.size
     tokens_per_example = int(np.prod(first_batch["targets"].shape[1:]))
 
     step = int(jax.device_get(state.step))

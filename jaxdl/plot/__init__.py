@@ -22,8 +22,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxdl import compiler, sharding
 from jaxdl import data as data_lib
-from jaxdl import sharding
 from jaxdl.errors import UsageError
 from jaxdl.reporting import TIMING_FIELDS
 from jaxdl.tasks.binary import BinaryClassification
@@ -215,6 +215,7 @@ def predict_outputs(run, state, source: data_lib.Source) -> np.ndarray:
         forward,
         in_shardings=(run.state_sharding, sharding.batch_sharding(run.mesh)),
         out_shardings=sharding.replicated(run.mesh),
+        compiler_options=compiler.options(run.mesh),
     )
     batches = data_lib.eval_batches(
         run.experiment.data, source, run.config.data.eval_batch_size, jax.process_index(), jax.process_count()
