@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from jaxdl import sharding
+from jaxdl import compiler, sharding
 
 EXAMPLES = 64  # test examples handed to a task's `images` method
 
@@ -73,6 +73,7 @@ def task_image_writer(run: Any, workdir: Path, reporter: Any) -> Callable[[Any, 
         functools.partial(task.images, model),
         in_shardings=(run.state_sharding, replicated, replicated),
         out_shardings=replicated,
+        compiler_options=compiler.options(run.mesh),
     )
     written = set()
 
