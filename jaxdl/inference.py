@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxdl import compiler, explain, inputs, plot, sampling
 from jaxdl import config as config_lib
+from jaxdl import explain, inputs, plot, sampling
 from jaxdl.checkpoint import Checkpoints, read_metadata
 from jaxdl.data.text import Vocabulary
 from jaxdl.errors import UsageError
@@ -113,8 +113,8 @@ class Model:
 
     @functools.cached_property
     def _apply(self):
-        forward = lambda variables, x: self.module.apply(variables, x, train=False)
-        return jax.jit(forward, compiler_options=compiler.options(self.setup.mesh))
+        # No jaxdl.compiler options: they are refused on a jit nested in another transform, as in explain's gradients.
+        return jax.jit(lambda variables, x: self.module.apply(variables, x, train=False))
 
     def __call__(self, inputs: Any) -> np.ndarray:
         """The module's outputs for a batch of preprocessed inputs, in evaluation mode (no dropout, running stats)."""
