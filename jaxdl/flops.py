@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+
+from jaxdl import compiler
 
 
 def compiled_flops(compiled: jax.stages.Compiled) -> float:
@@ -36,24 +37,13 @@ def measured_peak_flops(dtype: str = "float32", size: int = 2048, repeats: int =
 
 
 def cache_file() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jaxdl" / "peak_flops.json"
-
-
-def machine_key() -> str:
-    """What the peak depends on: device kind and count, the CPU model, jax's version."""
-    device = jax.devices()[0]
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if "model name" in ln), cpu)
-    devices = f"{device.platform}/{device.device_kind} x{jax.local_device_count()}"
-    return f"{devices}/{cpu} x{os.cpu_count()}/jax {jax.__version__}"
+    return compiler.cache_root() / "peak_flops.json"
 
 
 def peak_flops() -> float:
     """`measured_peak_flops()` for this machine, measured once and then read from ~/.cache/jaxdl/peak_flops.json:
     timing the matmul took 0.7-0.9 s of every run's start-up. Delete the file to measure again."""
-    path, key = cache_file(), machine_key()
+    path, key = cache_file(), compiler.machine_key()
     try:
         known = json.loads(path.read_text())
     except (OSError, ValueError):

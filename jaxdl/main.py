@@ -17,8 +17,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jaxdl import compiler, inference, sharding
 from jaxdl import config as config_lib
-from jaxdl import inference, sharding
 from jaxdl.errors import TrainingFailed, UsageError
 from jaxdl.training import train_and_evaluate
 
@@ -37,6 +37,12 @@ flags.DEFINE_integer("checkpoint_step", None, "eval/predict/explain/compress: th
 flags.DEFINE_string("input", None, "predict/explain: a PNG/JPEG image (any size) or a .npy array of examples.")
 flags.DEFINE_integer("top_k", 3, "predict: how many classes to print per example.", lower_bound=1)
 flags.DEFINE_string("profile_steps", "", "train: N:M writes a jax.profiler trace of steps N..M to WORKDIR/profile.")
+flags.DEFINE_string(
+    "compilation_cache",
+    "",
+    "Directory where compiled programs are kept for later runs (default: ~/.cache/jaxdl/xla/<machine>); "
+    "'off' compiles everything afresh.",
+)
 flags.DEFINE_bool("list_experiments", False, "Print every registered experiment and exit.")
 # Multi-process (multi-host) runs: every process runs the same command with its own --process_id.
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, e.g. 10.0.0.1:1234.")
@@ -114,6 +120,8 @@ def main(argv: list[str]) -> None:
             FLAGS.distributed,
             FLAGS.heartbeat_timeout_seconds,
         )
+        if FLAGS.compilation_cache != "off":
+            compiler.use_compilation_cache(FLAGS.compilation_cache or None)
         if FLAGS.mode == "train":
             train_and_evaluate(FLAGS.config, workdir, profile_steps=FLAGS.profile_steps)
             return

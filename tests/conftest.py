@@ -1,9 +1,12 @@
 """Shared test set-up: the data directory beside the project, and running the command line in a subprocess."""
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("JAXDL_DATA_DIR", str(ROOT.parent / "shared" / "data"))
 DATA_DIR = Path(os.environ["JAXDL_DATA_DIR"])
+# jaxdl's caches (compiled programs, the matmul peak) in a directory of this test session's own: the tests share
+# them with each other, but neither read what an earlier session or the user's own runs left nor add to it.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="jaxdl-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 # A short mnist_cnn run on a slice of the data: small enough for CI, the real experiment's code throughout.
 QUICK = [

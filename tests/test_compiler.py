@@ -1,4 +1,5 @@
-"""jaxdl.compiler (XLA options for the model steps) and jaxdl.flops.peak_flops (the cached matmul peak)."""
+"""jaxdl.compiler (XLA options for the model steps, the cache of compiled programs) and jaxdl.flops.peak_flops
+(the cached matmul peak)."""
 
 import json
 
@@ -9,6 +10,8 @@ import pytest
 from jax import lax
 
 from jaxdl import compiler, flops
+
+from conftest import QUICK, read_metrics, run_cli
 
 
 def conv(x, kernel):
@@ -50,8 +53,8 @@ def test_peak_flops_is_measured_once_then_read_from_the_cache(tmp_path, monkeypa
     measured = flops.peak_flops()
     assert measured > 1e8  # a real measurement: any CPU multiplies faster than 0.1 GFLOP/s
     cache = json.loads((tmp_path / "jaxdl" / "peak_flops.json").read_text())
-    assert cache == {flops.machine_key(): measured}
-    (tmp_path / "jaxdl" / "peak_flops.json").write_text(json.dumps({flops.machine_key(): 123.0}))
+    assert cache == {compiler.machine_key(): measured}
+    (tmp_path / "jaxdl" / "peak_flops.json").write_text(json.dumps({compiler.machine_key(): 123.0}))
     assert flops.peak_flops() == 123.0  # read, not measured again
 
 
@@ -59,3 +62,60 @@ def test_peak_flops_without_a_writable_cache_still_measures(tmp_path, monkeypatc
     (tmp_path / "jaxdl").write_text("a file where the cache directory would go")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert flops.peak_flops() > 1e8
+
+
+def _cache_files(directory):
+    return {p.name: p.read_bytes() for p in directory.iterdir() if p.name.endswith(("-cache", "-atime"))}
+
+
+def test_a_second_run_loads_its_compiled_programs_from_the_cache_and_trains_the_same(tmp_path):
+    cache = tmp_path / "xla"
+    args = ("--experiment=mnist_cnn", *QUICK, "--config.train.max_steps=4", f"--compilation_cache={cache}")
+    first = run_cli(*args, f"--workdir={tmp_path / 'a'}")
+    assert first.returncode == 0, first.stderr
+    written = _cache_files(cache)
+    train_step = [name for name in written if name.startswith("jit_augmented_train_step") and name.endswith("-cache")]
+    assert len(train_step) == 1, sorted(written)
+    atime = train_step[0].removesuffix("-cache") + "-atime"
+    second = run_cli(*args, f"--workdir={tmp_path / 'b'}")
+    assert second.returncode == 0, second.stderr
+    read_back = _cache_files(cache)
+    assert read_back[atime] != written[atime]  # jax stamps an entry's access time when it loads it
+    assert read_back[train_step[0]] == written[train_step[0]]  # loaded, not compiled and written again
+    losses = lambda run: [m["loss"] for m in read_metrics(tmp_path / run) if m["split"] == "train"]
+    assert losses("b") == losses("a") and len(losses("a")) == 2
+
+
+def test_the_cache_can_be_turned_off_and_defaults_to_one_directory_per_machine(tmp_path):
+    env = {"XDG_CACHE_HOME": str(tmp_path / "home_cache")}
+    args = ("--experiment=mnist_cnn", *QUICK, "--config.train.max_steps=2", "--compilation_cache=off")
+    done = run_cli(*args, f"--workdir={tmp_path / 'run'}", env=env)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "home_cache" / "jaxdl" / "xla").exists()
+
+
+@pytest.fixture
+def restore_jax_cache_config():
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    names += ("jax_compilation_cache_max_size",)
+    before = {name: getattr(jax.config, name) for name in names}
+    yield
+    for name, value in before.items():
+        jax.config.update(name, value)
+
+
+def test_default_cache_directory_is_per_machine_and_a_users_own_wins(tmp_path, monkeypatch, restore_jax_cache_config):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    jax.config.update("jax_compilation_cache_dir", None)
+    directory = compiler.use_compilation_cache()
+    assert directory.parent == tmp_path / "jaxdl" / "xla" and directory.is_dir()
+    assert jax.config.jax_compilation_cache_dir == str(directory)
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "users_own"))
+    assert compiler.use_compilation_cache(tmp_path / "other") == tmp_path / "users_own"
+
+
+def test_a_cache_directory_that_cannot_be_made_means_no_cache(tmp_path, restore_jax_cache_config):
+    jax.config.update("jax_compilation_cache_dir", None)
+    (tmp_path / "a_file").write_text("")
+    assert compiler.use_compilation_cache(tmp_path / "a_file" / "xla") is None
+    assert jax.config.jax_compilation_cache_dir is None
