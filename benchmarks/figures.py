@@ -160,11 +160,24 @@ def report(info: dict, results: dict) -> str:
             rows.append(
                 (
                     "3",
-                    f"mnist_cnn time to {target:.1%} test accuracy (jaxdl)",
+                    f"mnist_cnn time to {target:.1%} test accuracy (jaxdl, first run: nothing compiled before)",
                     seconds(ours),
                     f"≤ {TARGETS[key]:.0f} s",
                     verdict(ours, TARGETS[key], True),
                     f"PyTorch same recipe: {seconds(theirs)}; {len(runs)} repeat(s)",
+                )
+            )
+        warm = paired(results["mnist"], "jaxdl_warm") if "jaxdl_warm" in results["mnist"] else []
+        for target, key in zip(MNIST_TARGETS, ("time_to_99.0", "time_to_99.2"), strict=True) if warm else ():
+            ours = median(time_to(w, "accuracy", target, False) for (w,) in warm)
+            rows.append(
+                (
+                    "3w",
+                    f"mnist_cnn time to {target:.1%} (jaxdl, a later run: compiled programs loaded from its cache)",
+                    seconds(ours),
+                    f"≤ {TARGETS[key]:.0f} s",
+                    verdict(ours, TARGETS[key], True),
+                    f"{len(warm)} repeat(s)",
                 )
             )
         for j, t in runs[:1]:

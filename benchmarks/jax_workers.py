@@ -214,8 +214,15 @@ def arm_bare(args) -> dict:
     return {"train_stamps": stamps, "step_flops": step_flops, "last_train_loss": last}
 
 
+def use_cache(directory: str) -> None:
+    """The command line's cache of compiled programs in `directory`; "fresh": a new, empty one (a first run)."""
+    if directory:
+        compiler.use_compilation_cache(tempfile.mkdtemp(prefix="xla-") if directory == "fresh" else directory)
+
+
 def arm_mnist_tta(args) -> dict:
     """The default mnist_cnn run, evaluated on the test set every `eval_every` steps, until 99.2% (or the end)."""
+    use_cache(args.compilation_cache)
     config = jaxdl.get_config("mnist_cnn")
     config.train.eval_every_steps = args.eval_every
     if args.steps:
@@ -282,6 +289,7 @@ def main() -> None:
     parser.add_argument("--synthetic", action="store_true")
     parser.add_argument("--checkpoints", action="store_true")
     parser.add_argument("--default_xla", action="store_true", help="bare: XLA's default compiler options")
+    parser.add_argument("--compilation_cache", default="", help="mnist_tta: a cache directory, or 'fresh'")
     args = parser.parse_args()
     common.emit(ARMS[args.arm](args))
 

@@ -258,6 +258,7 @@ def train_and_evaluate(
         .compile(compiler_options=compiler.options(mesh))
     )
     eval_step = compile_eval_step(run)
+    all_finite(state)  # compiled here, before the first step, not at the first checkpoint in mid-training
     step_flops = flops.compiled_flops(train_step) * mesh.size
     peak_flops = (config.train.peak_flops or flops.peak_flops()) * mesh.size
     tokens_per_example = int(np.prod(first_batch["targets"].shape[1:]))
