@@ -1,7 +1,11 @@
 """jaxdl.compiler (XLA options for the model steps, the cache of compiled programs) and jaxdl.flops.peak_flops
 (the cached matmul peak)."""
 
+import ast
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +15,7 @@ from jax import lax
 
 from jaxdl import compiler, flops
 
-from conftest import QUICK, read_metrics, run_cli
+from conftest import QUICK, ROOT, read_metrics, run_cli
 
 
 def conv(x, kernel):
@@ -119,3 +123,46 @@ def test_a_cache_directory_that_cannot_be_made_means_no_cache(tmp_path, restore_
     (tmp_path / "a_file").write_text("")
     assert compiler.use_compilation_cache(tmp_path / "a_file" / "xla") is None
     assert jax.config.jax_compilation_cache_dir is None
+
+
+NOTHING_COMPILES_MID_TRAINING = """
+import sys, jax, jaxdl
+from pathlib import Path
+from jaxdl import training
+events = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda name, seconds, **kw: events.append("compile") if name.endswith("backend_compile_duration") else None
+)
+class Marking(training.Reporter):
+    def write(self, step, split, metrics):
+        events.append(f"{split} {step}")
+        super().write(step, split, metrics)
+training.Reporter = Marking
+config = jaxdl.get_config("mnist_cnn")
+config.data.update(train_examples=256, test_examples=100, batch_size=32, eval_batch_size=50)
+config.train.update(max_steps=6, log_every_steps=1, eval_every_steps=3)
+config.checkpoint.every_steps = 2
+jaxdl.train(config, Path(sys.argv[1]))
+print(events)
+"""
+
+
+def test_nothing_but_evaluation_compiles_between_the_first_and_the_last_train_step(tmp_path):
+    # A fresh process: programs compiled earlier in this one would hide a compile. Checkpoints at steps 2 and 4
+    # and an evaluation at step 3 fall inside the span; the evaluation step compiles at its first use (its
+    # batches' shapes are known only then), which counts as evaluation time.
+    done = subprocess.run(
+        [sys.executable, "-c", NOTHING_COMPILES_MID_TRAINING, str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "XLA_FLAGS": ""},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    events = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    first, last = events.index("train 1"), events.index("train 6")
+    assert "compile" in events[:first]  # the listener hears compiles
+    between_train_lines = "|".join(events[first:last]).split("|train ")
+    assert [i for i, events in enumerate(between_train_lines) if "compile" in events] == [2], events
+    assert "eval 3" in between_train_lines[2], events  # the compiles after step 3 are its evaluation's
