@@ -69,8 +69,8 @@ def use_compilation_cache(directory: str | Path | None = None) -> Path | None:
         logging.warning("not caching compiled programs: cannot create %s (%s)", directory, e)
         return None
     jax.config.update("jax_compilation_cache_dir", str(directory))
-    # Programs under 0.1 s to compile (jax's default threshold is 1 s) still add up: an evaluation step, the
-    # finiteness check before a save, the plots' forward pass. Smaller ones (eager ops) are not worth a file each.
+    # jax's default threshold, 1 s, would keep only init and the train step; at 0.1 s the evaluation step and the
+    # finiteness check before a save are kept too. Below that are eager one-op programs, not worth a file each.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
     jax.config.update("jax_compilation_cache_max_size", 2**30)  # 1 GiB, least recently used entries go first
     return directory

@@ -117,15 +117,14 @@ def compile_eval_step(run: Setup) -> Callable:
 
 
 def evaluate(run: Setup, eval_step: Callable, state: TrainState, source: data_lib.Source) -> dict[str, float]:
-    """The task's metrics over every example of `source`; the sums stay on device until the end."""
-    totals = None
+    """The task's metrics over every example of `source`. Each batch's sums stay on device until the last batch is
+    dispatched, then are added up on the host (on device, each metric's `+` was one more program to compile)."""
     batches = data_lib.eval_batches(
         run.experiment.data, source, run.config.data.eval_batch_size, jax.process_index(), jax.process_count()
     )
-    for local_batch in batches:
-        sums = eval_step(state, sharding.global_batch(local_batch, run.mesh))
-        totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-    return run.experiment.task.summarize(jax.device_get(totals))
+    sums = [eval_step(state, sharding.global_batch(local_batch, run.mesh)) for local_batch in batches]
+    totals = functools.reduce(lambda a, b: jax.tree.map(np.add, a, b), jax.device_get(sums))
+    return run.experiment.task.summarize(totals)
 
 
 def augmented_train_step(train_step: Callable, augment: Callable | None, model, tx, state, batch, rng):
