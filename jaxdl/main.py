@@ -120,8 +120,14 @@ def main(argv: list[str]) -> None:
             FLAGS.distributed,
             FLAGS.heartbeat_timeout_seconds,
         )
-        if FLAGS.compilation_cache != "off":
-            compiler.use_compilation_cache(FLAGS.compilation_cache or None)
+        cache_asked = FLAGS.compilation_cache != "off"
+        if cache_asked and compiler.use_compilation_cache(FLAGS.compilation_cache or None) is None:
+            if FLAGS.compilation_cache:
+                raise UsageError(
+                    f"--compilation_cache={FLAGS.compilation_cache}: cannot create that directory; give a writable "
+                    "one, or 'off'"
+                )
+            logging.warning("compiled programs are not cached: %s is not writable", compiler.cache_root())
         if FLAGS.mode == "train":
             train_and_evaluate(FLAGS.config, workdir, profile_steps=FLAGS.profile_steps)
             return

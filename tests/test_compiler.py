@@ -90,12 +90,15 @@ def test_a_second_run_loads_its_compiled_programs_from_the_cache_and_trains_the_
     assert losses("b") == losses("a") and len(losses("a")) == 2
 
 
-def test_the_cache_can_be_turned_off_and_defaults_to_one_directory_per_machine(tmp_path):
+def test_the_cache_can_be_turned_off_and_a_directory_that_cannot_be_made_is_bad_input(tmp_path):
     env = {"XDG_CACHE_HOME": str(tmp_path / "home_cache")}
     args = ("--experiment=mnist_cnn", *QUICK, "--config.train.max_steps=2", "--compilation_cache=off")
     done = run_cli(*args, f"--workdir={tmp_path / 'run'}", env=env)
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "home_cache" / "jaxdl" / "xla").exists()
+    (tmp_path / "a_file").write_text("")
+    done = run_cli(*args, f"--workdir={tmp_path / 'run'}", f"--compilation_cache={tmp_path / 'a_file' / 'xla'}")
+    assert done.returncode == 2 and "--compilation_cache=" in done.stderr and len(done.stderr.splitlines()) == 1
 
 
 @pytest.fixture
