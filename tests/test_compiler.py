@@ -103,8 +103,11 @@ def test_the_cache_can_be_turned_off_and_a_directory_that_cannot_be_made_is_bad_
 
 @pytest.fixture
 def restore_jax_cache_config():
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    names += ("jax_compilation_cache_max_size",)
+    names = (
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_compilation_cache_max_size",
+    )
     before = {name: getattr(jax.config, name) for name in names}
     yield
     for name, value in before.items():
@@ -167,5 +170,5 @@ def test_nothing_but_evaluation_compiles_between_the_first_and_the_last_train_st
     first, last = events.index("train 1"), events.index("train 6")
     assert "compile" in events[:first]  # the listener hears compiles
     between_train_lines = "|".join(events[first:last]).split("|train ")
-    assert [i for i, events in enumerate(between_train_lines) if "compile" in events] == [2], events
+    assert [i for i, segment in enumerate(between_train_lines) if "compile" in segment] == [2], events
     assert "eval 3" in between_train_lines[2], events  # the compiles after step 3 are its evaluation's
