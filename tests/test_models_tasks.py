@@ -3,10 +3,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax import lax
 
 from jaxdl import models, optim, tasks
 from jaxdl.config import default_config
 from jaxdl.errors import UsageError
+from jaxdl.models import cnn
 from jaxdl.state import TrainState
 
 
@@ -28,6 +30,34 @@ def test_cnn_computes_in_bfloat16_when_asked():
     variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), train=False)
     assert model.apply(variables, jnp.ones((2, 28, 28, 1)), train=False).dtype == jnp.bfloat16
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables["params"]))
+
+
+def _conv2d(x, kernel, strides, padding):
+    """jaxdl's convolution as nn.Conv calls it."""
+    numbers = lax.conv_dimension_numbers(x.shape, kernel.shape, cnn.NHWC)
+    return cnn.conv2d(x, kernel, strides, padding, dimension_numbers=numbers)
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID", ((2, 0), (1, 3))])
+def test_single_channel_conv_matches_xla_values_and_gradients(padding):
+    x = jax.random.uniform(jax.random.key(0), (3, 9, 8, 1))
+    kernel = jax.random.normal(jax.random.key(1), (3, 2, 1, 5))
+    xla = lambda x, k: lax.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=cnn.NHWC)
+    ours = lambda x, k: _conv2d(x, k, (1, 1), padding)
+    np.testing.assert_allclose(ours(x, kernel), xla(x, kernel), rtol=1e-5, atol=1e-6)
+    # the fast path really ran: the forward program has no convolution in it
+    assert "convolution" not in jax.jit(ours).lower(x, kernel).as_text()
+    loss = lambda conv: lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
+    expected = jax.grad(loss(xla), (0, 1))(x, kernel)
+    got = jax.grad(loss(ours), (0, 1))(x, kernel)
+    for g, e in zip(got, expected, strict=True):  # the input's gradient and the kernel's
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels,strides", [(3, (1, 1)), (1, (2, 2))])
+def test_conv2d_leaves_other_convolutions_to_xla(channels, strides):
+    x, kernel = jnp.ones((2, 8, 8, channels)), jnp.ones((3, 3, channels, 4))
+    assert "convolution" in jax.jit(lambda x, k: _conv2d(x, k, strides, "SAME")).lower(x, kernel).as_text()
 
 
 def test_classification_loss_is_cross_entropy():
