@@ -49,6 +49,9 @@ def default_config() -> ml_collections.ConfigDict:
                 "validation_size": 0,  # examples held out of train for "eval"; 0 = evaluate on the test split
                 "train_examples": 0,  # use only the first N training examples (quick runs); 0 = all
                 "test_examples": 0,  # likewise for the test split; 0 = all
+                # Training batches a background thread prepares ahead; -1 = 0 on CPU, where that thread would take
+                # cores from XLA's compute (10% of mnist_cnn's throughput, BUILD_NOTES.md), else 4.
+                "prefetch": -1,
             },
             "train": {
                 "num_epochs": 1,
@@ -226,6 +229,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "train.peak_flops",
         allow_zero=True,
     )
+    if config.data.prefetch < -1:
+        raise UsageError(f"--config.data.prefetch={config.data.prefetch}: must be >= 0, or -1 for the default")
     if config.train.num_epochs == 0 and config.train.max_steps == 0:
         raise UsageError("train.num_epochs and train.max_steps are both 0: set one of them to run any steps")
     if config.dtype not in ("float32", "bfloat16"):

@@ -1,4 +1,5 @@
 import gzip
+import threading
 
 import numpy as np
 import pytest
@@ -75,6 +76,19 @@ def test_train_iterator_resumes_from_its_saved_position():
     resumed = data.train_batches(dataset, dataset.train, 3, seed=1, process_index=0, process_count=1)
     resumed.set_state(position)
     assert _take(resumed, 5) == expected
+
+
+def test_without_prefetching_no_thread_starts_and_the_batches_and_positions_are_the_same():
+    dataset = _numbers(10)
+    threads = {t.ident for t in threading.enumerate()}
+    unthreaded = data.train_batches(dataset, dataset.train, 3, seed=1, process_index=0, process_count=1, prefetch=0)
+    expected = _take(unthreaded, 4)
+    assert {t.ident for t in threading.enumerate()} == threads
+    threaded = data.train_batches(dataset, dataset.train, 3, seed=1, process_index=0, process_count=1, prefetch=4)
+    assert _take(threaded, 4) == expected
+    # A position saved with one setting resumes with the other (a GPU run's checkpoint continued on a CPU).
+    unthreaded.set_state(threaded.get_state())
+    assert _take(unthreaded, 3) == _take(threaded, 3)
 
 
 def test_processes_split_each_global_batch_between_them():

@@ -160,6 +160,7 @@ def test_more_bad_input_exits_2_with_one_line_and_an_untouched_workdir(uninterru
         (["--config.data.batch_size=-32"], "must be > 0"),
         (["--config.checkpoint.keep=0"], "must be > 0"),
         (["--config.data.train_examples=-1"], "must be >= 0"),
+        (["--config.data.prefetch=-2"], "must be >= 0, or -1 for the default"),
     ]
     for extra, message in cases:
         result = subprocess.run(cli(uninterrupted, *extra), cwd=ROOT, capture_output=True, text=True, timeout=300)

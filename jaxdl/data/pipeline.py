@@ -28,7 +28,13 @@ def epoch_permutation(seed: int, epoch: int, size: int) -> np.ndarray:
 
 
 def train_batches(
-    data: Dataset, source: Source, global_batch_size: int, seed: int, process_index: int, process_count: int
+    data: Dataset,
+    source: Source,
+    global_batch_size: int,
+    seed: int,
+    process_index: int,
+    process_count: int,
+    prefetch: int = 4,
 ) -> grain.DatasetIterator:
     """An endless, resumable iterator of this process's rows of each global training batch.
 
@@ -39,6 +45,8 @@ def train_batches(
     permutations. Indexing grain's element-wise `shuffle()` cost 2.0 ms of CPU per 128-example mnist batch (15 us
     per lookup), ~10% of a train step, taken from the 2 cores XLA computes on (BUILD_NOTES, issue 8); this costs
     0.19 ms, most of it the gather. The price: 8 bytes of memory per example for each of the two cached epochs.
+
+    `prefetch` batches are prepared ahead by a background thread; with 0, each batch is made inside `next()`.
     """
     rows = _local_rows(global_batch_size, process_index, process_count)
     size = len(source)
@@ -53,8 +61,9 @@ def train_batches(
         return data.preprocess(source.take(indices))
 
     dataset = grain.MapDataset.range(sys.maxsize).map(batch_at)
-    # One background thread prepares the next batches while the device runs the current step.
-    return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)))
+    # The step is dispatched asynchronously, so even without the thread the next batch is made while it computes.
+    options = grain.ReadOptions(num_threads=1 if prefetch else 0, prefetch_buffer_size=prefetch)
+    return iter(dataset.to_iter_dataset(options))
 
 
 def eval_batches(
