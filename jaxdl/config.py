@@ -50,7 +50,7 @@ def default_config() -> ml_collections.ConfigDict:
                 "train_examples": 0,  # use only the first N training examples (quick runs); 0 = all
                 "test_examples": 0,  # likewise for the test split; 0 = all
                 # Training batches a background thread prepares ahead; -1 = 0 on CPU, where that thread would take
-                # cores from XLA's compute (10% of mnist_cnn's throughput, BUILD_NOTES.md), else 4.
+                # cores from XLA's compute (7-10% of mnist_cnn's throughput, BUILD_NOTES.md), else 4.
                 "prefetch": -1,
             },
             "train": {

@@ -226,8 +226,9 @@ def train_and_evaluate(
     learning_rate = jax.jit(optim.learning_rate_schedule(config.optim, total_steps))
     init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
 
-    # On CPU the host's cores are the device's: a prefetch thread would compete with XLA's compute for them.
-    prefetch = config.data.prefetch if config.data.prefetch >= 0 else 0 if mesh.devices.flat[0].platform == "cpu" else 4
+    prefetch = config.data.prefetch
+    if prefetch < 0:  # on CPU the host's cores are the device's: a prefetch thread competes with XLA's compute
+        prefetch = 0 if mesh.devices.flat[0].platform == "cpu" else 4
     train_batches = data_lib.train_batches(
         dataset,
         run.train_source,
