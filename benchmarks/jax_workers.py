@@ -18,11 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
+from jax import lax
 
 import jaxdl
 from benchmarks import common
 from jaxdl import compiler, flops, reporting, sharding, training
 from jaxdl import data as data_lib
+from jaxdl.models import cnn
 
 NEVER = 10**9  # an interval (eval, checkpoint) no run reaches
 
@@ -163,17 +165,13 @@ def model_flops(config) -> float:
     """XLA's FLOP count of jaxdl's train step for `config` with every convolution XLA's own: the model's FLOPs,
     the MFU numerator. XLA counts jaxdl's one-channel convolution (jaxdl.models.cnn.conv2d) as the elementwise ops
     of each fusion that recomputes it, 6% more for mnist_cnn. Compiled after the timed run."""
-    from jax import lax
-
-    from jaxdl.models import cnn
-
     jaxdl_conv, cnn.conv2d = cnn.conv2d, lax.conv_general_dilated
     try:
         run = training.setup(config)
-        task, data = run.experiment.task, run.experiment.data
-        step = functools.partial(training.augmented_train_step, task.train_step, data.augment, run.experiment.model)
+        task, data, model = run.experiment.task, run.experiment.data, run.experiment.model
+        step = functools.partial(training.augmented_train_step, task.train_step, data.augment, model, run.tx)
         batch = data.preprocess(run.train_source.take(np.arange(config.data.batch_size)))
-        lowered = jax.jit(functools.partial(step, run.tx)).lower(run.state_shapes, batch, jax.random.key(0))
+        lowered = jax.jit(step).lower(run.state_shapes, batch, jax.random.key(0))
         return flops.compiled_flops(lowered.compile(compiler_options=compiler.options()))
     finally:
         cnn.conv2d = jaxdl_conv
