@@ -49,7 +49,9 @@ def build(config: ml_collections.ConfigDict) -> jaxdl.Experiment:
         config.seed,
     )
     return jaxdl.Experiment(
-        model=models.GPT(vocab_size=len(vocabulary), dtype=config.dtype, **config.model),
+        model=models.GPT(
+            vocab_size=len(vocabulary), dtype=config.dtype, matmul_dtype=config.matmul_dtype, **config.model
+        ),
         task=tasks.LanguageModel(),
         # tiny-shakespeare has no test split: the "test" line is the validation windows' loss.
         data=data.Dataset(train=train, test=validation, metadata={"vocabulary": vocabulary.chars}),

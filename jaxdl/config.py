@@ -43,6 +43,9 @@ def default_config() -> ml_collections.ConfigDict:
             "experiment": "",  # filled in by get_config(): the name or path the pieces come from
             "seed": 0,
             "dtype": "float32",  # compute dtype: float32 or bfloat16 (parameters stay float32)
+            # "bfloat16": dense layers multiply bfloat16 operands into float32, the rest stays in dtype
+            # (jaxdl.models.precision; models with a matmul_dtype field, e.g. GPT). "" = dtype.
+            "matmul_dtype": "",
             "data": {
                 "batch_size": 128,  # global batch, split over all devices and processes
                 "eval_batch_size": 500,
@@ -150,6 +153,11 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     experiment = load_experiment(config.experiment).build(config)
     if not isinstance(experiment, Experiment):
         raise UsageError(f"{config.experiment}: build(config) must return jaxdl.Experiment(model, task, data)")
+    if config.matmul_dtype and not hasattr(experiment.model, "matmul_dtype"):
+        raise UsageError(
+            f"--config.matmul_dtype={config.matmul_dtype}: {type(experiment.model).__name__} (experiment "
+            f"{config.experiment}) has no matmul_dtype; use --config.dtype to change its compute dtype"
+        )
     return experiment
 
 
@@ -235,6 +243,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise UsageError("train.num_epochs and train.max_steps are both 0: set one of them to run any steps")
     if config.dtype not in ("float32", "bfloat16"):
         raise UsageError(f"--config.dtype={config.dtype}: must be float32 or bfloat16")
+    if config.matmul_dtype not in ("", "float32", "bfloat16"):
+        raise UsageError(f"--config.matmul_dtype={config.matmul_dtype}: must be bfloat16, float32 or empty")
     if config.init.skip and not config.init["from"]:
         raise UsageError("--config.init.skip needs --config.init.from (the checkpoint to start from)")
     _positive(config, "optim.step_every_steps", "optim.step_factor")

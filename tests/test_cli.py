@@ -40,6 +40,12 @@ BAD_INPUTS = [
     (["--experiment=mnist_cnn", "--config.optim.learning_rate=-0.1"], {}, "learning_rate=-0.1: must be > 0"),
     (["--experiment=mnist_cnn", "--config.optim.name=adamm"], {}, "choose one of"),
     (["--experiment=mnist_cnn", "--config.dtype=float64"], {}, "float32 or bfloat16"),
+    (["--experiment=mnist_cnn", "--config.matmul_dtype=float16"], {}, "must be bfloat16, float32 or empty"),
+    (
+        ["--experiment=mnist_cnn", "--config.matmul_dtype=bfloat16"],
+        {},
+        "CNN (experiment mnist_cnn) has no matmul_dtype",
+    ),
     (["--experiment=mnist_cnn", "stray"], {}, "unexpected arguments"),
     (["--experiment=missing/file.py"], {}, "no such file"),
     (["--experiment=mnist_cnn"], {"JAXDL_DATA_DIR": "/nonexistent"}, "MNIST not found"),

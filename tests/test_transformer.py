@@ -1,4 +1,5 @@
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxdl.models import precision
 from jaxdl.models.transformer import GPT
 from jaxdl.sampling import generate
 
@@ -202,3 +204,48 @@ def test_learns_a_repeated_sequence_with_adamw(tiny):
         losses.append(float(loss))
     assert losses[0] == pytest.approx(np.log(VOCAB), abs=0.2)  # small init: near-uniform predictions at first
     assert losses[-1] < 0.2 * losses[0]
+
+
+def test_cast_matmul_rounds_operands_and_gradients_to_bfloat16_and_sums_in_float32():
+    kx, kk, kg = jax.random.split(jax.random.key(7), 3)
+    x, kernel = jax.random.normal(kx, (3, 5, 40)), jax.random.normal(kk, (40, 24))
+    grad = jax.random.normal(kg, (3, 5, 24))
+    rounded = lambda a: a.astype(jnp.bfloat16).astype(jnp.float32)
+    out, vjp = jax.vjp(lambda a, b: precision.cast_matmul(a, b, jnp.bfloat16), x, kernel)
+    grad_x, grad_kernel = vjp(grad)
+    assert out.dtype == grad_x.dtype == grad_kernel.dtype == jnp.float32
+    np.testing.assert_allclose(out, rounded(x) @ rounded(kernel), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad_x, rounded(grad) @ rounded(kernel).T, rtol=1e-5, atol=1e-5)
+    expected = jnp.einsum("bti,bto->io", rounded(x), rounded(grad))
+    np.testing.assert_allclose(grad_kernel, expected, rtol=1e-5, atol=1e-4)
+    assert precision.dense_dot_general("") is None and precision.dense_dot_general("float32") is None
+    with pytest.raises(NotImplementedError):
+        precision.dense_dot_general("bfloat16")(x, kernel.T, (((2,), (1,)), ((), ())))
+
+
+def test_bfloat16_matmuls_every_dense_matmul_forward_and_backward(tiny):
+    _, variables, forward = tiny
+    model = GPT(**TINY, matmul_dtype="bfloat16")
+    assert jax.tree.map(jnp.shape, init(model)) == jax.tree.map(jnp.shape, variables)  # same parameters, float32
+    tokens = random_tokens((2, CONTEXT + 1), seed=6)
+
+    def loss(model, params):
+        logits = model.apply({"params": params}, tokens[:, :-1], train=False)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+
+    low, full = functools.partial(loss, model), functools.partial(loss, GPT(**TINY))
+    bf16_dots = lambda f: len(
+        re.findall(
+            r"dot_general.*\(tensor<[^>]*bf16>, tensor<[^>]*bf16>\) -> tensor<[^>]*f32>",
+            jax.jit(jax.grad(f)).lower(variables["params"]).as_text(),
+        )
+    )
+    # 6 dense layers per block (query, key, value, out, mlp_in, mlp_out), 3 matmuls each: forward, two gradients
+    assert bf16_dots(low) == 3 * 6 * LAYERS and bf16_dots(full) == 0
+    np.testing.assert_allclose(jax.jit(low)(variables["params"]), jax.jit(full)(variables["params"]), rtol=1e-2)
+    grads_low, grads_full = jax.jit(jax.grad(low))(variables["params"]), jax.jit(jax.grad(full))(variables["params"])
+    cosine = optax.tree.vdot(grads_low, grads_full) / (optax.tree.norm(grads_low) * optax.tree.norm(grads_full))
+    assert cosine > 0.99, cosine
+    logits = jitted(model)(variables, tokens[:, :-1], train=False)
+    assert logits.dtype == jnp.float32
+    np.testing.assert_allclose(logits, forward(variables, tokens[:, :-1]), atol=0.05)
