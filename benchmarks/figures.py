@@ -10,6 +10,9 @@ Definitions (the same for every arm):
 - data waiting (benchmark 6): 1 − steps/s of the real pipeline / steps/s with one device-resident batch reused
   (no iterator, no transfer). The loop dispatches step k asynchronously and then fetches batch k+1, so host time in
   the pipeline overlaps compute; only what the synthetic arm saves is time lost. The host time itself is shown too.
+- mixed precision (group gpt_bf16, rows 4c/4d/5c): jaxdl with `matmul_dtype=bfloat16` (dense layers multiply
+  bfloat16 operands into float32 sums) against PyTorch under `torch.autocast("cpu", dtype=torch.bfloat16)`; the
+  target of 4b is for the float32 pair, this pair is shown beside it.
 - MFU: the model's FLOPs per step × steady steps/s / the fp32 matmul peak, which is the better of jax's and
   PyTorch's 2048² matmul (best of 7). The model's FLOPs are XLA's count of the compiled jaxdl train step; for
   mnist_cnn, of the step compiled with XLA's own convolutions (`model_flops`: XLA counts jaxdl's one-channel
@@ -196,48 +199,9 @@ def report(info: dict, results: dict) -> str:
                 )
 
     if "gpt" in results:
-        runs = paired(results["gpt"], "jaxdl", "torch")
-        ours = median(time_to(j, "loss", GPT_TARGET_LOSS, True) for j, _ in runs)
-        theirs = median(time_to(t, "loss", GPT_TARGET_LOSS, True) for _, t in runs)
-        ratio = median(
-            time_to(j, "loss", GPT_TARGET_LOSS, True) / time_to(t, "loss", GPT_TARGET_LOSS, True) for j, t in runs
-        )
-        tokens = median(rate(j) * j["tokens_per_step"] for j, _ in runs)
-        torch_tokens = median(rate(t) * t["tokens_per_step"] for _, t in runs)
-        mfu = median(j["step_flops"] * rate(j) / peak for j, _ in runs)
-        losses = (
-            "; ".join(f"{r['evals'][-1]['loss']:.4f} at step {r['evals'][-1]['step']}" for r in runs[0]) if runs else ""
-        )
-        rows.append(
-            (
-                "4a",
-                "shakespeare_gpt_reference tokens/s: jaxdl / PyTorch",
-                f"{tokens / torch_tokens:.2f}×",
-                "—",
-                "",
-                f"jaxdl {tokens:,.0f}, PyTorch {torch_tokens:,.0f} tokens/s; {len(runs)} repeat(s)",
-            )
-        )
-        rows.append(
-            (
-                "4b",
-                f"wall time to validation loss ≤ {GPT_TARGET_LOSS}: jaxdl / PyTorch",
-                "n/a" if math.isnan(ratio) else f"{ratio:.2f}×",
-                "≤ 0.8",
-                verdict(ratio, TARGETS["gpt_wall"], True),
-                f"jaxdl {seconds(ours)}, PyTorch {seconds(theirs)}; last val loss jaxdl, PyTorch: {losses}",
-            )
-        )
-        rows.append(
-            (
-                "5b",
-                "MFU, GPT train step",
-                f"{mfu:.1%}",
-                "—",
-                "",
-                f"PyTorch same work: {median(j['step_flops'] * rate(t) / peak for j, t in runs):.1%}",
-            )
-        )
+        rows += gpt_rows(paired(results["gpt"], "jaxdl", "torch"), peak, ("4a", "4b", "5b"), "")
+    if "gpt_bf16" in results:  # mixed precision on both sides: not the target's comparison, shown beside it
+        rows += gpt_rows(paired(results["gpt_bf16"], "jaxdl", "torch"), peak, ("4c", "4d", "5c"), BF16)
 
     if "checkpoint" in results:
         runs = paired(results["checkpoint"], "every_epoch", "none")
@@ -295,3 +259,45 @@ def render(info: dict, rows: list, work: list, peak_note: str, results: dict) ->
     if failed:
         lines += ["", f"Failed runs (left out): {', '.join(failed)}"]
     return "\n".join(lines)
+
+
+BF16 = " (bf16 matmuls, both sides)"
+
+
+def gpt_rows(runs: list, peak: float, ids: tuple[str, str, str], precision: str) -> list[tuple]:
+    """Benchmark 4's rows (tokens/s, wall time to the target loss, MFU) for paired (jaxdl, PyTorch) GPT runs."""
+    wall = lambda r: time_to(r, "loss", GPT_TARGET_LOSS, True)
+    ours, theirs = median(wall(j) for j, _ in runs), median(wall(t) for _, t in runs)
+    ratio = median(wall(j) / wall(t) for j, t in runs)
+    tokens = median(rate(j) * j["tokens_per_step"] for j, _ in runs)
+    torch_tokens = median(rate(t) * t["tokens_per_step"] for _, t in runs)
+    mfu = median(j["step_flops"] * rate(j) / peak for j, _ in runs)
+    losses = (
+        "; ".join(f"{r['evals'][-1]['loss']:.4f} at step {r['evals'][-1]['step']}" for r in runs[0]) if runs else ""
+    )
+    target = ("≤ 0.8", verdict(ratio, TARGETS["gpt_wall"], True)) if not precision else ("—", "")
+    return [
+        (
+            ids[0],
+            f"shakespeare_gpt_reference tokens/s: jaxdl / PyTorch{precision}",
+            f"{tokens / torch_tokens:.2f}×",
+            "—",
+            "",
+            f"jaxdl {tokens:,.0f}, PyTorch {torch_tokens:,.0f} tokens/s; {len(runs)} repeat(s)",
+        ),
+        (
+            ids[1],
+            f"wall time to validation loss ≤ {GPT_TARGET_LOSS}: jaxdl / PyTorch{precision}",
+            "n/a" if math.isnan(ratio) else f"{ratio:.2f}×",
+            *target,
+            f"jaxdl {seconds(ours)}, PyTorch {seconds(theirs)}; last val loss jaxdl, PyTorch: {losses}",
+        ),
+        (
+            ids[2],
+            f"MFU, GPT train step{precision}",
+            f"{mfu:.1%}",
+            "—",
+            "",
+            f"of the fp32 peak; PyTorch same work: {median(j['step_flops'] * rate(t) / peak for j, t in runs):.1%}",
+        ),
+    ]

@@ -257,6 +257,7 @@ def arm_mnist_tta(args) -> dict:
 def arm_gpt(args) -> dict:
     """shakespeare_gpt_reference as configured, until the validation loss reaches the target (or the end)."""
     config = jaxdl.get_config("shakespeare_gpt_reference")
+    config.matmul_dtype = args.matmul_dtype
     if args.steps:
         config.train.update(max_steps=args.steps, eval_every_steps=args.eval_every)
     probe = Probe(stop_when=lambda m: m["loss"] <= common.GPT_TARGET_LOSS)
@@ -311,6 +312,7 @@ def main() -> None:
     parser.add_argument("--checkpoints", action="store_true")
     parser.add_argument("--default_xla", action="store_true", help="bare: XLA's default compiler options")
     parser.add_argument("--compilation_cache", default="", help="mnist_tta: a cache directory, or 'fresh'")
+    parser.add_argument("--matmul_dtype", default="", help="gpt: config.matmul_dtype (bfloat16: mixed precision)")
     args = parser.parse_args()
     common.emit(ARMS[args.arm](args))
 

@@ -99,6 +99,15 @@ def groups(quick: bool, repeats: int, gpt_repeats: int, indices: Path, torch_thr
             ),
             gpt_repeats,
         ),
+        "gpt_bf16": Group(
+            "gpt_bf16",
+            "benchmark 4 in mixed precision: jaxdl matmul_dtype=bfloat16, PyTorch bfloat16 autocast",
+            (
+                Arm("jaxdl", jax_w, ("gpt", "--matmul_dtype=bfloat16", *gpt), 170 if not quick else 30),
+                Arm("torch", torch_w, ("gpt", "--autocast", gpt_idx, threads, *gpt), 170 if not quick else 30),
+            ),
+            gpt_repeats,
+        ),
         "checkpoint": Group(
             "checkpoint",
             "benchmark 7: checkpoint every epoch vs none",
@@ -175,7 +184,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="jaxdl's side-by-side benchmarks; prints a markdown table.")
     parser.add_argument("--repeats", type=int, default=5, help="repeats of every group but gpt (median taken)")
     parser.add_argument("--gpt_repeats", type=int, default=3, help="repeats of the 2000-step GPT runs")
-    parser.add_argument("--only", default="", help="comma-separated groups: peak, loop, mnist, gpt, checkpoint")
+    parser.add_argument(
+        "--only", default="", help="comma-separated groups: peak, loop, mnist, gpt, gpt_bf16, checkpoint"
+    )
     parser.add_argument("--quick", action="store_true", help="short runs, one repeat: does everything work?")
     parser.add_argument("--skip_checks", action="store_true", help="skip the numerical equivalence checks")
     parser.add_argument("--json", default="", help="also write every raw result to this file")
@@ -193,7 +204,7 @@ def main() -> None:
         unknown = sorted(set(chosen) - set(plan))
         if unknown:
             parser.error(f"--only: unknown group(s) {', '.join(unknown)}; choose from {', '.join(plan)}")
-        if "peak" not in chosen and any(g in chosen for g in ("loop", "gpt")):
+        if "peak" not in chosen and any(g in chosen for g in ("loop", "gpt", "gpt_bf16")):
             chosen.insert(0, "peak")  # MFU needs it
         estimate = 25 + sum(
             (g.repeats * sum(a.seconds for a in g.arms) + sum(a.seconds for a in g.arms if a.primed))

@@ -107,7 +107,9 @@ def arm_cnn(args) -> dict:
 
 def arm_gpt(args) -> dict:
     """shakespeare_gpt_reference's recipe (2000 steps, batch 12, context 64), validation loss every `eval_every`
-    steps, stopping once it is <= the target."""
+    steps, stopping once it is <= the target. `--autocast`: PyTorch's mixed precision (forward passes under
+    torch.autocast with bfloat16), the counterpart of jaxdl's matmul_dtype=bfloat16."""
+    mixed = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast)
     recipe = common.GPT_RECIPE
     context, steps, peak = 64, args.steps or recipe["train.max_steps"], recipe["optim.learning_rate"]
     warmup, end = recipe["optim.warmup_steps"], recipe["optim.min_learning_rate"]
@@ -125,18 +127,18 @@ def arm_gpt(args) -> dict:
     @torch.no_grad()
     def evaluate() -> dict:
         model.eval()
-        total = sum(
-            float(F.cross_entropy(model(w[:, :-1]).flatten(0, 1), w[:, 1:].flatten(), reduction="sum"))
-            for w in windows.split(500)
-        )
+        with mixed():
+            logits = [(model(w[:, :-1]).float(), w[:, 1:]) for w in windows.split(500)]
+        total = sum(float(F.cross_entropy(y.flatten(0, 1), t.flatten(), reduction="sum")) for y, t in logits)
         model.train()
         return {"loss": total / (len(windows) * context)}
 
     clock, losses, offsets = Clock(), [], np.arange(context + 1)
     for step in range(1, steps + 1):
         chunk = torch.from_numpy(train[batches[step - 1][:, None] + offsets])
-        logits = model(chunk[:, :-1])
-        loss = F.cross_entropy(logits.flatten(0, 1), chunk[:, 1:].flatten())
+        with mixed():
+            logits = model(chunk[:, :-1])
+        loss = F.cross_entropy(logits.float().flatten(0, 1), chunk[:, 1:].flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["optim.grad_clip_norm"])
@@ -177,6 +179,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--indices", default="")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--autocast", action="store_true", help="gpt: bfloat16 autocast (mixed precision)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     common.emit(ARMS[args.arm](args))
