@@ -283,7 +283,8 @@ def arm_checkpoint(args) -> dict:
 
 
 def arm_peak(args) -> dict:
-    """Best-of FLOP/s of a 2048x2048 matmul, float32 (the MFU denominator) and bfloat16 (for reference)."""
+    """Best-of FLOP/s of a 2048x2048 matmul, float32 (the MFU denominator) and bfloat16 operands with float32 sums
+    (for reference: what matmul_dtype=bfloat16 runs)."""
     flops.measured_peak_flops.cache_clear()
     fp32 = flops.measured_peak_flops("float32", 2048, args.repeats)
     bf16 = flops.measured_peak_flops("bfloat16", 2048, args.repeats)

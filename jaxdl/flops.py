@@ -24,9 +24,11 @@ def compiled_flops(compiled: jax.stages.Compiled) -> float:
 
 @functools.cache
 def measured_peak_flops(dtype: str = "float32", size: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of one device on a large square matmul: a practical stand-in for its peak (best of `repeats`)."""
+    """FLOP/s of one device on a large square matmul: a practical stand-in for its peak (best of `repeats`).
+    Products are summed in float32 whatever `dtype` is: for bfloat16 that is what `matmul_dtype` runs, and on XLA:CPU
+    the fast path (bfloat16 results were slower than float32, BUILD_NOTES.md issue 8)."""
     a = jnp.ones((size, size), dtype)
-    matmul = jax.jit(lambda x: x @ x)
+    matmul = jax.jit(lambda x: jnp.matmul(x, x, preferred_element_type=jnp.float32))
     matmul(a).block_until_ready()
     best = float("inf")
     for _ in range(repeats):
