@@ -99,7 +99,7 @@ class Probe:
             start = time.perf_counter()
             if probe.synthetic:  # the same arrays on the device every step: no transfer at all
                 if "batch" not in cache:
-                    cache["batch"] = real_global(local_batch, mesh)
+                    cache["batch"] = jax.device_put(real_global(local_batch, mesh), sharding.batch_sharding(mesh))
                 batch = cache["batch"]
             else:
                 batch = real_global(local_batch, mesh)

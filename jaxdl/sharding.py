@@ -76,11 +76,16 @@ def check_batch_size(batch_size: int, mesh: Mesh, name: str = "data.batch_size")
             raise UsageError(f"--config.{name}={batch_size} is not divisible by the {count} {what}")
 
 
-def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """One global array per field from this process's rows (every process passes its own, same-sized part)."""
+def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, np.ndarray | jax.Array]:
+    """The batch for a step compiled with `batch_sharding(mesh)` as its input sharding, from this process's rows
+    (every process passes its own, same-sized part): one global array per field.
+
+    With one process the rows are the whole batch, and the numpy arrays go to the step as they are: the compiled
+    call places them by its input shardings in C++, where `jax.device_put` cost 0.30-0.39 ms of the main thread's
+    time per mnist_cnn batch, time that XLA's compute threads lose on a 2-core CPU (BUILD_NOTES.md, issue 8)."""
+    if jax.process_count() == 1:
+        return local_batch
     sharding = batch_sharding(mesh)
-    if jax.process_count() == 1:  # the same arrays without the multi-process bookkeeping: 0.12 vs 0.19 ms a batch
-        return jax.device_put(local_batch, sharding)
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
 
 
