@@ -67,9 +67,9 @@ class Probe:
                 raise TargetReached
             return metrics
 
-        def compiled_flops(compiled):
-            probe.step_flops = real_flops(compiled)
-            return probe.step_flops
+        def compiled_flops(compiled):  # per device: the step's FLOPs are that times the devices (one process here)
+            probe.step_flops = real_flops(compiled) * jax.device_count()
+            return real_flops(compiled)
 
         class TimedBatches:
             def __init__(self, iterator):

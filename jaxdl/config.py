@@ -62,7 +62,7 @@ def default_config() -> ml_collections.ConfigDict:
                 "log_every_steps": 50,
                 "eval_every_steps": 0,  # 0 = once per epoch
                 "skip_nonfinite": False,  # skip (and count) updates whose gradients hold NaN/Inf instead of stopping
-                "peak_flops": 0.0,  # per-device FLOP/s that MFU is measured against; 0 = a timed matmul (jaxdl.flops)
+                "peak_flops": 0.0,  # FLOP/s per device (per process on CPU) for MFU; 0 = a timed matmul (jaxdl.flops)
                 # Early stopping on a validation metric ("" = off; needs data.validation_size or a validation split).
                 # The best checkpoint is kept in WORKDIR/best and the final test evaluates it (jaxdl.early_stopping).
                 "early_stopping_metric": "",  # e.g. "accuracy" or "loss": a metric of the task's evaluation
@@ -103,7 +103,9 @@ def default_config() -> ml_collections.ConfigDict:
             "compress": {"sparsity": 0.5, "scope": "global"},  # pruned fraction of >=2-D weights; global/per_layer
             # Devices on each mesh axis (one may be -1: all the others leave). fsdp > 1 shards every state array of
             # at least fsdp_min_size elements over the fsdp axis; smaller ones are replicated.
-            "mesh": {"data": -1, "fsdp": 1, "fsdp_min_size": 2**14},
+            # cpu_devices > 0 splits a CPU host into that many devices for the mesh (jaxdl.sharding.use_cpu_devices);
+            # 0 = jax's default, one CPU device. No effect on GPU/TPU.
+            "mesh": {"data": -1, "fsdp": 1, "fsdp_min_size": 2**14, "cpu_devices": 0},
         }
     )
 
@@ -235,6 +237,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "lora.rank",
         "lora.alpha",
         "train.peak_flops",
+        "mesh.cpu_devices",
         allow_zero=True,
     )
     if config.data.prefetch < -1:

@@ -22,6 +22,15 @@ def compiled_flops(compiled: jax.stages.Compiled) -> float:
     return float((analysis or {}).get("flops", 0.0))
 
 
+def peak_count(mesh: jax.sharding.Mesh) -> int:
+    """How many peaks a mesh computes with: one per device, but on CPU one per process, whose devices
+    (`mesh.cpu_devices`) share its cores; a matmul on one of them already runs on all (192 vs 196 GFLOP/s with 1
+    and 2 devices on the 2-core machine of BUILD_NOTES.md)."""
+    if mesh.devices.flat[0].platform == "cpu":
+        return len({device.process_index for device in mesh.devices.flat})
+    return mesh.size
+
+
 @functools.cache
 def measured_peak_flops(dtype: str = "float32", size: int = 2048, repeats: int = 5) -> float:
     """FLOP/s of one device on a large square matmul: a practical stand-in for its peak (best of `repeats`).

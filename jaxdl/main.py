@@ -113,6 +113,7 @@ def main(argv: list[str]) -> None:
     workdir = FLAGS.workdir or config_lib.default_workdir(FLAGS.experiment)
     try:
         config_lib.validate(FLAGS.config)
+        sharding.use_cpu_devices(FLAGS.config.mesh.cpu_devices)  # before anything starts jax's backends
         sharding.initialize_processes(
             FLAGS.coordinator_address,
             FLAGS.num_processes,

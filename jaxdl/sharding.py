@@ -10,17 +10,45 @@ process or many.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jaxdl.errors import UsageError
 
 DATA_AXIS, FSDP_AXIS = "data", "fsdp"
 BATCH_AXES = (DATA_AXIS, FSDP_AXIS)  # a batch is split over every device
+
+
+def use_cpu_devices(count: int) -> None:
+    """Split this process's CPU into `count` jax devices, which the mesh then trains data-parallel; 0 leaves jax's
+    default (one CPU device computing with every core).
+
+    Why: on a 2-core CPU two such devices ran shakespeare_gpt_reference's steps 1.27-1.72x as fast as one: each
+    device's program leaves cores idle between its many small ops, and two programs in flight fill them. Models
+    whose ops are few and large (mnist_cnn, 0.9x) or tiny (mnist_mlp, 0.5x) lose (BUILD_NOTES.md, issue 8), hence a
+    per-experiment setting. The devices share the process's cores, so a CPU's MFU peak is per process
+    (`jaxdl.flops.peak_count`). GPU and TPU meshes are made of their own devices: this changes nothing there.
+
+    It takes effect only before jax starts its backends (the command line calls it first). A device count given in
+    XLA_FLAGS (--xla_force_host_platform_device_count, e.g. fake devices in tests) wins; a process in which jax
+    already runs with another count keeps it, with a warning.
+    """
+    if count < 0:
+        raise UsageError(f"--config.mesh.cpu_devices={count}: give a device count, or 0 for jax's default")
+    if count == 0 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # the backends have started (an earlier run in this process, a notebook)
+        running = len(jax.local_devices(backend="cpu"))
+        if running != count:
+            logging.warning("mesh.cpu_devices=%d not applied: jax already runs with %d CPU device(s)", count, running)
 
 
 def make_mesh(mesh_config: ml_collections.ConfigDict) -> Mesh:

@@ -59,6 +59,7 @@ class Setup:
 
 def setup(config: ml_collections.ConfigDict) -> Setup:
     """Build the experiment and derive the mesh, data splits, step counts and state layout; checks all inputs."""
+    sharding.use_cpu_devices(config.mesh.get("cpu_devices", 0))  # first: only before jax starts does it apply
     experiment = config_lib.build_experiment(config)
     trainable = tuple(config.optim.trainable)
     if config.lora.rank:  # the same model with adapters on its kernels; the adapters train, plus optim.trainable
@@ -268,7 +269,7 @@ def train_and_evaluate(
     eval_step = compile_eval_step(run)
     all_finite(state)  # compiled here, before the first step, not at the first checkpoint in mid-training
     step_flops = flops.compiled_flops(train_step) * mesh.size
-    peak_flops = (config.train.peak_flops or flops.peak_flops()) * mesh.size
+    peak_flops = (config.train.peak_flops or flops.peak_flops()) * flops.peak_count(mesh)
     tokens_per_example = int(np.prod(first_batch["targets"].shape[1:]))
 
     step = int(jax.device_get(state.step))

@@ -19,6 +19,12 @@ DATA_DIR = Path(os.environ["JAXDL_DATA_DIR"])
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="jaxdl-test-cache-")
 atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
+# One CPU device in this process and in the command lines it starts, whatever an experiment's mesh.cpu_devices asks
+# (jaxdl.sharding.use_cpu_devices): which test first started jax must not decide how many devices later tests see.
+# Tests that want several devices set XLA_FLAGS themselves.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=1").strip()
+
 # A short mnist_cnn run on a slice of the data: small enough for CI, the real experiment's code throughout.
 QUICK = [
     "--config.data.train_examples=512",

@@ -41,6 +41,7 @@ BAD_INPUTS = [
     (["--experiment=mnist_cnn", "--config.optim.name=adamm"], {}, "choose one of"),
     (["--experiment=mnist_cnn", "--config.dtype=float64"], {}, "float32 or bfloat16"),
     (["--experiment=mnist_cnn", "--config.matmul_dtype=float16"], {}, "must be bfloat16, float32 or empty"),
+    (["--experiment=mnist_cnn", "--config.mesh.cpu_devices=-1"], {}, "cpu_devices=-1: must be >= 0"),
     (
         ["--experiment=mnist_cnn", "--config.matmul_dtype=bfloat16"],
         {},

@@ -11,7 +11,7 @@ from jaxdl import config as config_lib
 from jaxdl import inference, sharding
 from jaxdl.errors import UsageError
 
-from conftest import read_metrics, run_script, tiny_run_config
+from conftest import read_metrics, run_cli, run_script, tiny_run_config
 
 
 def losses_of(workdir):
@@ -67,3 +67,23 @@ def test_bad_meshes_are_usage_errors(data, fsdp, message):
     config.mesh.update(data=data, fsdp=fsdp)
     with pytest.raises(UsageError, match=message):
         sharding.make_mesh(config.mesh)
+
+
+def test_cpu_devices_splits_the_cpu_into_a_data_parallel_mesh_with_one_peak_per_process(tmp_path):
+    """mesh.cpu_devices as the command line applies it (no device count in XLA_FLAGS): the run trains on that many
+    devices, and MFU stays the same fraction: the devices share the process's cores, hence its one matmul peak."""
+    tiny = ["--experiment=shakespeare_gpt", "--config.model.num_layers=1", "--config.model.width=32"]
+    tiny += ["--config.model.num_heads=2", "--config.model.context=16", "--config.data.validation_windows=64"]
+    tiny += ["--config.data.batch_size=8", "--config.data.eval_batch_size=64", "--config.train.max_steps=40"]
+    tiny += ["--config.train.log_every_steps=20", "--config.train.peak_flops=1e11", "--compilation_cache=off"]
+    per_flop = {}
+    for count in (2, 1):
+        workdir = tmp_path / f"cpu_devices_{count}"
+        result = run_cli(*tiny, f"--config.mesh.cpu_devices={count}", f"--workdir={workdir}", env={"XLA_FLAGS": ""})
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"{count} device(s) {{'data': {count}, 'fsdp': 1}} (cpu)" in result.stderr
+        last = [m for m in read_metrics(workdir) if m["split"] == "train"][-1]
+        per_flop[count] = last["mfu"] / last["steps_per_sec"]  # FLOPs of a step / the peak
+    assert 0.8 < per_flop[2] / per_flop[1] < 1.25, per_flop  # 0.5 if each device counted a peak of its own
+    result = run_cli(*tiny, "--config.mesh.cpu_devices=3", f"--workdir={tmp_path / 'three'}", env={"XLA_FLAGS": ""})
+    assert result.returncode == 2 and "not divisible by the 3 devices" in result.stderr.strip().splitlines()[-1]
