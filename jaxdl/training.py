@@ -245,7 +245,8 @@ def train_and_evaluate(
     resume_step = None if restored is None else restored[2]
     early.resume(checkpoints, resume_step)
     if restored is None:
-        state = jax.jit(run.init_state, out_shardings=run.state_sharding)(init_rng)
+        init = jax.jit(run.init_state, out_shardings=run.state_sharding).lower(init_rng)
+        state = init.compile(compiler_options=compiler.once_options(mesh))(init_rng)
         if config.init["from"]:
             state = init_from_checkpoint(run, state)
     else:
@@ -267,7 +268,8 @@ def train_and_evaluate(
         .compile(compiler_options=compiler.options(mesh))
     )
     eval_step = compile_eval_step(run)
-    all_finite(state)  # compiled here, before the first step, not at the first checkpoint in mid-training
+    # Compiled here, before the first step, not at the first checkpoint in mid-training.
+    state_is_finite = all_finite.lower(state).compile(compiler_options=compiler.once_options(mesh))
     step_flops = flops.compiled_flops(train_step) * mesh.size
     peak_flops = (config.train.peak_flops or flops.peak_flops()) * flops.peak_count(mesh)
     tokens_per_example = int(np.prod(first_batch["targets"].shape[1:]))
@@ -334,7 +336,7 @@ def train_and_evaluate(
                 write_images(state, step)
                 interval_start = time.perf_counter()
             if due_save or early.stopped:
-                if not all_finite(state):  # never write a checkpoint with NaN or Inf in it
+                if not state_is_finite(state):  # never write a checkpoint with NaN or Inf in it
                     raise TrainingFailed(
                         f"the train state holds NaN or Inf after step {step} (the loss was finite): lower "
                         "--config.optim.learning_rate or set --config.optim.grad_clip_norm; earlier checkpoints "

@@ -52,6 +52,24 @@ def test_a_users_own_xla_flag_wins(monkeypatch):
     assert compiler.options() == {}
 
 
+@pytest.mark.parametrize("experiment", ["mnist_cnn", "shakespeare_gpt_reference"])
+def test_the_state_initialised_with_once_options_is_bit_identical_to_the_default_compile(experiment):
+    """once_options trades the initialisation's compile time for its run time, never its values: every recorded
+    figure starts from the same weights as before."""
+    import jaxdl
+    from jaxdl import training
+
+    run = training.setup(jaxdl.get_config(experiment))
+    rng = jax.random.key(7)
+    lowered = jax.jit(run.init_state, out_shardings=run.state_sharding).lower(rng)
+    default = jax.device_get(lowered.compile()(rng))
+    once = jax.device_get(lowered.compile(compiler_options=compiler.once_options(run.mesh))(rng))
+    jax.tree.map(np.testing.assert_array_equal, once, default)
+    assert compiler.once_options(run.mesh) == (
+        {"xla_backend_optimization_level": 1} if run.mesh.devices.flat[0].platform == "cpu" else {}
+    )
+
+
 def test_peak_flops_is_measured_once_then_read_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     measured = flops.peak_flops()
