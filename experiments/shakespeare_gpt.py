@@ -31,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     # decay to a tenth of the peak rate rather than to zero.
     config.optim.update(grad_clip_norm=1.0, b2=0.99, min_learning_rate=1e-4)
     # On a CPU, two devices in flight (data-parallel over the process's cores) ran the reference config's steps
-    # 1.27-1.72x and this one's 1.20-1.25x as fast as one device on 2 cores (BUILD_NOTES.md, issue 8). No effect on
+    # 1.24-1.72x and this one's 1.20-1.25x as fast as one device on 2 cores (BUILD_NOTES.md, issue 8). No effect on
     # GPU/TPU.
     config.mesh.cpu_devices = 2
     config.sample = ml_collections.ConfigDict({"prompt": "\n", "length": 500, "temperature": 0.8, "top_k": 0})

@@ -37,7 +37,7 @@ def once_options(mesh: Mesh | None = None) -> dict[str, int]:
     """Compiler options for programs that run once or rarely (the state's initialisation, the finiteness check before
     a save): on CPU, LLVM's optimisation level 1 instead of XLA's default. Initialisation then compiled 1.2-3x faster
     (mnist_cnn 0.8 instead of 2.3 s of every run's start-up) to bit-identical values, in every experiment
-    (BUILD_NOTES.md, issue 8); level 0 was no faster and changed the last bits of random initial weights."""
+    (BUILD_NOTES.md, issue 8). Level 0 changes the last bits of random initial weights."""
     device = jax.devices()[0] if mesh is None else mesh.devices.flat[0]
     return {"xla_backend_optimization_level": 1} if device.platform == "cpu" else {}
 

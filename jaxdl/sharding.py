@@ -29,7 +29,7 @@ def use_cpu_devices(count: int) -> None:
     """Split this process's CPU into `count` jax devices, which the mesh then trains data-parallel; 0 leaves jax's
     default (one CPU device computing with every core).
 
-    Why: on a 2-core CPU two such devices ran shakespeare_gpt_reference's steps 1.27-1.72x as fast as one: each
+    Why: on a 2-core CPU two such devices ran shakespeare_gpt_reference's steps 1.24-1.72x as fast as one: each
     device's program leaves cores idle between its many small ops, and two programs in flight fill them. Models
     whose ops are few and large (mnist_cnn, 0.9x) or tiny (mnist_mlp, 0.5x) lose (BUILD_NOTES.md, issue 8), hence a
     per-experiment setting. The devices share the process's cores, so a CPU's MFU peak is per process
