@@ -168,11 +168,9 @@ def model_flops(config) -> float:
     jaxdl_conv, cnn.conv2d = cnn.conv2d, lax.conv_general_dilated
     try:
         run = training.setup(config)
-        task, data, model = run.experiment.task, run.experiment.data, run.experiment.model
-        step = functools.partial(training.augmented_train_step, task.train_step, data.augment, model, run.tx)
-        batch = data.preprocess(run.train_source.take(np.arange(config.data.batch_size)))
-        lowered = jax.jit(step).lower(run.state_shapes, batch, jax.random.key(0))
-        return flops.compiled_flops(lowered.compile(compiler_options=compiler.options()))
+        batch = run.experiment.data.preprocess(run.train_source.take(np.arange(config.data.batch_size)))
+        step = training.compile_train_step(run, batch, jax.random.key(0))
+        return flops.compiled_flops(step) * jax.device_count()
     finally:
         cnn.conv2d = jaxdl_conv
 

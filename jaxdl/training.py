@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import os
@@ -103,6 +104,19 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
         state_shapes=shapes,
         state_sharding=state_sharding,
     )
+
+
+def compile_train_step(run: Setup, batch: dict, rng: jax.Array) -> jax.stages.Compiled:
+    """The train step, compiled ahead of time for `batch`'s shapes: XLA's cost analysis then gives its FLOPs."""
+    task, data, model = run.experiment.task, run.experiment.data, run.experiment.model
+    replicated = sharding.replicated(run.mesh)
+    step = jax.jit(
+        functools.partial(augmented_train_step, task.train_step, data.augment, model, run.tx),
+        in_shardings=(run.state_sharding, sharding.batch_sharding(run.mesh), replicated),
+        out_shardings=(run.state_sharding, replicated),
+        donate_argnums=0,  # the old state's buffers are reused for the new one
+    )
+    return step.lower(run.abstract_state(), batch, rng).compile(compiler_options=compiler.options(run.mesh))
 
 
 def compile_eval_step(run: Setup) -> Callable:
@@ -219,7 +233,7 @@ def train_and_evaluate(
     profiler = profiling.StepProfiler(profile_steps, workdir)
     run = setup(config)
     early = Monitor(config, run, workdir)  # early stopping and the best checkpoint, when configured
-    model, task, dataset = run.experiment.model, run.experiment.task, run.experiment.data
+    dataset = run.experiment.data
     mesh, total_steps = run.mesh, run.total_steps
     eval_every = config.train.eval_every_steps or run.steps_per_epoch
     checkpoint_every = config.checkpoint.every_steps or run.steps_per_epoch
@@ -244,32 +258,26 @@ def train_and_evaluate(
     restored = checkpoints.restore_newest_readable(run.abstract_state())
     resume_step = None if restored is None else restored[2]
     early.resume(checkpoints, resume_step)
-    if restored is None:
-        init = jax.jit(run.init_state, out_shardings=run.state_sharding).lower(init_rng)
-        state = init.compile(compiler_options=compiler.once_options(mesh))(init_rng)
-        if config.init["from"]:
-            state = init_from_checkpoint(run, state)
-    else:
-        state, position, _ = restored
-        if position:  # a checkpoint written by --mode=merge_lora has no data position
-            train_batches.set_state(position)
-    write_config(config, workdir)
-
-    # Compiled once, ahead of time, for the batch's shapes: XLA's cost analysis then gives the FLOPs for MFU.
+    if restored is not None and restored[1]:  # a checkpoint written by --mode=merge_lora has no data position
+        train_batches.set_state(restored[1])
     first_batch = sharding.global_batch(next(train_batches), mesh)
-    train_step = (
-        jax.jit(
-            functools.partial(augmented_train_step, task.train_step, dataset.augment, model, run.tx),
-            in_shardings=(run.state_sharding, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
-            out_shardings=(run.state_sharding, sharding.replicated(mesh)),
-            donate_argnums=0,  # the old state's buffers are reused for the new one
-        )
-        .lower(state, first_batch, step_rng)
-        .compile(compiler_options=compiler.options(mesh))
-    )
+    # XLA compiles a program on one core: the train step and the finiteness check before saves (compiled now, not at
+    # the first checkpoint in mid-training) compile in threads while the initialisation compiles and runs here. The
+    # GPT's start-up compiles took 5.8 s instead of 7.4-7.9 s one after another on 2 cores (BUILD_NOTES.md, issue 8).
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        compiling_step = pool.submit(compile_train_step, run, first_batch, step_rng)
+        check_options = compiler.once_options(mesh)
+        compiling_check = pool.submit(lambda: all_finite.lower(run.abstract_state()).compile(check_options))
+        if restored is None:
+            init = jax.jit(run.init_state, out_shardings=run.state_sharding).lower(init_rng)
+            state = init.compile(compiler_options=compiler.once_options(mesh))(init_rng)
+            if config.init["from"]:
+                state = init_from_checkpoint(run, state)
+        else:
+            state = restored[0]
+        train_step, state_is_finite = compiling_step.result(), compiling_check.result()
+    write_config(config, workdir)
     eval_step = compile_eval_step(run)
-    # Compiled here, before the first step, not at the first checkpoint in mid-training.
-    state_is_finite = all_finite.lower(state).compile(compiler_options=compiler.once_options(mesh))
     step_flops = flops.compiled_flops(train_step) * mesh.size
     peak_flops = (config.train.peak_flops or flops.peak_flops()) * flops.peak_count(mesh)
     tokens_per_example = int(np.prod(first_batch["targets"].shape[1:]))
