@@ -68,8 +68,9 @@ class Probe:
             return metrics
 
         def compiled_flops(compiled):  # per device: the step's FLOPs are that times the devices (one process here)
-            probe.step_flops = real_flops(compiled) * jax.device_count()
-            return real_flops(compiled)
+            per_device = real_flops(compiled)
+            probe.step_flops = per_device * jax.device_count()
+            return per_device
 
         class TimedBatches:
             def __init__(self, iterator):

@@ -25,10 +25,14 @@ YNN_FLAG = "xla_cpu_experimental_ynn_fusion_type"
 CPU_OPTIONS = {YNN_FLAG: "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
 
+def _platform(mesh: Mesh | None) -> str:
+    """The platform of `mesh`'s devices (default: jax.devices())."""
+    return (jax.devices()[0] if mesh is None else mesh.devices.flat[0]).platform
+
+
 def options(mesh: Mesh | None = None) -> dict[str, str]:
     """Compiler options for computations on `mesh`'s devices (default: jax.devices()): CPU_OPTIONS on CPU."""
-    device = jax.devices()[0] if mesh is None else mesh.devices.flat[0]
-    if device.platform != "cpu" or YNN_FLAG in os.environ.get("XLA_FLAGS", ""):
+    if _platform(mesh) != "cpu" or YNN_FLAG in os.environ.get("XLA_FLAGS", ""):
         return {}
     return dict(CPU_OPTIONS)
 
@@ -38,8 +42,7 @@ def once_options(mesh: Mesh | None = None) -> dict[str, int]:
     a save): on CPU, LLVM's optimisation level 1 instead of XLA's default. Initialisation then compiled 1.2-3x faster
     (mnist_cnn 0.8 instead of 2.3 s of every run's start-up) to bit-identical values, in every experiment
     (BUILD_NOTES.md, issue 8). Level 0 changes the last bits of random initial weights."""
-    device = jax.devices()[0] if mesh is None else mesh.devices.flat[0]
-    return {"xla_backend_optimization_level": 1} if device.platform == "cpu" else {}
+    return {"xla_backend_optimization_level": 1} if _platform(mesh) == "cpu" else {}
 
 
 def cache_root() -> Path:

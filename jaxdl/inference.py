@@ -24,7 +24,7 @@ from jaxdl.errors import UsageError
 from jaxdl.reporting import append_metrics, format_metrics
 from jaxdl.state import TrainState
 from jaxdl.tasks.classification import Classification
-from jaxdl.training import Setup, compile_eval_step, evaluate, setup, write_config
+from jaxdl.training import Setup, compile_eval_step, evaluate, initial_state, setup, write_config
 
 
 def restore(
@@ -78,7 +78,7 @@ def merge_lora(config: ml_collections.ConfigDict, workdir: str | Path) -> Path:
     plain.lora.rank = 0
     plain.init["from"], plain.init.skip = "", ()
     plain_run = setup(plain)
-    fresh = jax.jit(plain_run.init_state, out_shardings=plain_run.state_sharding)(jax.random.key(0))
+    fresh = initial_state(plain_run, jax.random.key(0))
     merged_params = jax.jit(run.experiment.model.merge, out_shardings=plain_run.state_sharding.params)(state.params)
     merged = fresh.replace(step=state.step, params=merged_params, model_state=state.model_state)
     target = Path(workdir) / "merged"

@@ -106,6 +106,12 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
     )
 
 
+def initial_state(run: Setup, rng: jax.Array) -> TrainState:
+    """A fresh state, laid out by the sharding rule; compiled with `compiler.once_options`, as it runs once."""
+    init = jax.jit(run.init_state, out_shardings=run.state_sharding).lower(rng)
+    return init.compile(compiler_options=compiler.once_options(run.mesh))(rng)
+
+
 def compile_train_step(run: Setup, batch: dict, rng: jax.Array) -> jax.stages.Compiled:
     """The train step, compiled ahead of time for `batch`'s shapes: XLA's cost analysis then gives its FLOPs."""
     task, data, model = run.experiment.task, run.experiment.data, run.experiment.model
@@ -256,10 +262,10 @@ def train_and_evaluate(
     workdir.mkdir(parents=True, exist_ok=True)
     checkpoints = Checkpoints(workdir / "checkpoints", config.checkpoint.keep)
     restored = checkpoints.restore_newest_readable(run.abstract_state())
-    resume_step = None if restored is None else restored[2]
+    restored_state, position, resume_step = (None, None, None) if restored is None else restored
     early.resume(checkpoints, resume_step)
-    if restored is not None and restored[1]:  # a checkpoint written by --mode=merge_lora has no data position
-        train_batches.set_state(restored[1])
+    if position:  # a checkpoint written by --mode=merge_lora has no data position
+        train_batches.set_state(position)
     first_batch = sharding.global_batch(next(train_batches), mesh)
     # XLA compiles a program on one core: the train step and the finiteness check before saves (compiled now, not at
     # the first checkpoint in mid-training) compile in threads while the initialisation compiles and runs here. The
@@ -268,13 +274,11 @@ def train_and_evaluate(
         compiling_step = pool.submit(compile_train_step, run, first_batch, step_rng)
         check_options = compiler.once_options(mesh)
         compiling_check = pool.submit(lambda: all_finite.lower(run.abstract_state()).compile(check_options))
-        if restored is None:
-            init = jax.jit(run.init_state, out_shardings=run.state_sharding).lower(init_rng)
-            state = init.compile(compiler_options=compiler.once_options(mesh))(init_rng)
+        state = restored_state
+        if state is None:
+            state = initial_state(run, init_rng)
             if config.init["from"]:
                 state = init_from_checkpoint(run, state)
-        else:
-            state = restored[0]
         train_step, state_is_finite = compiling_step.result(), compiling_check.result()
     write_config(config, workdir)
     eval_step = compile_eval_step(run)
