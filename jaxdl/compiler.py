@@ -50,14 +50,15 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jaxdl"
 
 
-def machine_key() -> str:
-    """What a measurement or a compiled program depends on: device kind and count, CPU model and cores, jax."""
+def machine_key(device_count: bool = True) -> str:
+    """What a measurement or a compiled program depends on: device kind (and count, unless `device_count=False`),
+    CPU model and cores, jax."""
     device = jax.devices()[0]
     cpu = platform.processor()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if "model name" in ln), cpu)
-    devices = f"{device.platform}/{device.device_kind} x{jax.local_device_count()}"
+    devices = f"{device.platform}/{device.device_kind}" + (f" x{jax.local_device_count()}" if device_count else "")
     return f"{devices}/{cpu} x{os.cpu_count()}/jax {jax.__version__}"
 
 

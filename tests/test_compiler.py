@@ -75,9 +75,20 @@ def test_peak_flops_is_measured_once_then_read_from_the_cache(tmp_path, monkeypa
     measured = flops.peak_flops()
     assert measured > 1e8  # a real measurement: any CPU multiplies faster than 0.1 GFLOP/s
     cache = json.loads((tmp_path / "jaxdl" / "peak_flops.json").read_text())
-    assert cache == {compiler.machine_key(): measured}
-    (tmp_path / "jaxdl" / "peak_flops.json").write_text(json.dumps({compiler.machine_key(): 123.0}))
+    assert cache == {compiler.machine_key(device_count=False): measured}
+    (tmp_path / "jaxdl" / "peak_flops.json").write_text(json.dumps({compiler.machine_key(device_count=False): 123.0}))
     assert flops.peak_flops() == 123.0  # read, not measured again
+
+
+def test_the_peak_is_kept_once_per_machine_whatever_its_device_count():
+    """One device's peak, whatever the count: a two-device run reads the entry a one-device run measured."""
+    keys = "[compiler.machine_key(device_count=False), compiler.machine_key()]"
+    script = f"import json; from jaxdl import compiler; print(json.dumps({keys}))"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True, cwd=ROOT)
+    peak_key, cache_key = json.loads(out.stdout)
+    assert peak_key == compiler.machine_key(device_count=False)
+    assert cache_key != compiler.machine_key()  # compiled programs are still kept per device count
 
 
 def test_peak_flops_without_a_writable_cache_still_measures(tmp_path, monkeypatch):
