@@ -255,6 +255,7 @@ def arm_mnist_tta(args) -> dict:
 
 def arm_gpt(args) -> dict:
     """shakespeare_gpt_reference as configured, until the validation loss reaches the target (or the end)."""
+    use_cache(args.compilation_cache)
     config = jaxdl.get_config("shakespeare_gpt_reference")
     config.matmul_dtype = args.matmul_dtype
     if args.steps:
@@ -311,7 +312,7 @@ def main() -> None:
     parser.add_argument("--synthetic", action="store_true")
     parser.add_argument("--checkpoints", action="store_true")
     parser.add_argument("--default_xla", action="store_true", help="bare: XLA's default compiler options")
-    parser.add_argument("--compilation_cache", default="", help="mnist_tta: a cache directory, or 'fresh'")
+    parser.add_argument("--compilation_cache", default="", help="mnist_tta, gpt: a cache directory, or 'fresh'")
     parser.add_argument("--matmul_dtype", default="", help="gpt: config.matmul_dtype (bfloat16: mixed precision)")
     args = parser.parse_args()
     common.emit(ARMS[args.arm](args))

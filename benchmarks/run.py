@@ -53,6 +53,7 @@ def groups(quick: bool, repeats: int, gpt_repeats: int, indices: Path, torch_thr
     mnist = ["--steps=300", "--eval_every=100"] if quick else ["--eval_every=50"]
     gpt = ["--steps=200", "--eval_every=100"] if quick else ["--eval_every=250"]
     ckpt = ["--steps=200", "--epochs=2"] if quick else ["--epochs=2"]
+    warm_cache = f"--compilation_cache={indices / 'xla-cache'}"  # the warm arms' (a later run's) compiled programs
     scale = 0.3 if quick else 1.0
     return {
         "peak": Group(
@@ -82,7 +83,7 @@ def groups(quick: bool, repeats: int, gpt_repeats: int, indices: Path, torch_thr
                 Arm(
                     "jaxdl_warm",
                     jax_w,
-                    ("mnist_tta", f"--compilation_cache={indices / 'xla-cache'}", *mnist),
+                    ("mnist_tta", warm_cache, *mnist),
                     45 if not quick else 17,
                     primed=True,
                 ),
@@ -95,6 +96,7 @@ def groups(quick: bool, repeats: int, gpt_repeats: int, indices: Path, torch_thr
             "benchmarks 4, 5 (GPT): shakespeare_gpt_reference",
             (
                 Arm("jaxdl", jax_w, ("gpt", *gpt), 200 if not quick else 30),
+                Arm("jaxdl_warm", jax_w, ("gpt", warm_cache, *gpt), 80 if not quick else 25, primed=True),
                 Arm("torch", torch_w, ("gpt", gpt_idx, threads, *gpt), 200 if not quick else 30),
             ),
             gpt_repeats,
@@ -104,6 +106,13 @@ def groups(quick: bool, repeats: int, gpt_repeats: int, indices: Path, torch_thr
             "benchmark 4 in mixed precision: jaxdl matmul_dtype=bfloat16, PyTorch bfloat16 autocast",
             (
                 Arm("jaxdl", jax_w, ("gpt", "--matmul_dtype=bfloat16", *gpt), 170 if not quick else 30),
+                Arm(
+                    "jaxdl_warm",
+                    jax_w,
+                    ("gpt", "--matmul_dtype=bfloat16", warm_cache, *gpt),
+                    70 if not quick else 25,
+                    primed=True,
+                ),
                 Arm("torch", torch_w, ("gpt", "--autocast", gpt_idx, threads, *gpt), 170 if not quick else 30),
             ),
             gpt_repeats,
