@@ -74,3 +74,13 @@ def peak_flops() -> float:
     except OSError:
         pass
     return value
+
+
+def low_peak_warning(mfu: float, configured: bool) -> str:
+    """The line a train line's MFU above 1 calls for: only a peak below the real one gives that."""
+    source = (
+        "it comes from --config.train.peak_flops; raise it"
+        if configured
+        else f"it was measured on a busy machine and kept in {cache_file()}; delete that file to measure again"
+    )
+    return f"warning: MFU {mfu:.2f} exceeds 1, so the peak FLOP/s it is measured against is too low: {source}"

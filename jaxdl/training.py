@@ -303,7 +303,7 @@ def train_and_evaluate(
     if dataset.reference:  # a reference model's test metrics, in the same metrics.jsonl for comparison
         reporter.write(step, "baseline", dataset.reference)
     write_images = images.task_image_writer(run, workdir, reporter)  # the task's images at each evaluation, if any
-    pending, batch = [], first_batch
+    pending, batch, warned_peak = [], first_batch, False
     interval_start, interval_seconds = time.perf_counter(), 0.0  # training time of the log interval, evals excluded
     stop = StopRequest()
     try:
@@ -333,6 +333,9 @@ def train_and_evaluate(
                     summary["tokens_per_sec"] = summary["examples_per_sec"] * tokens_per_example
                 if step_flops:
                     summary["mfu"] = step_flops * steps_per_sec / peak_flops
+                    if summary["mfu"] > 1 and not warned_peak:  # once per run
+                        reporter.print(flops.low_peak_warning(summary["mfu"], bool(config.train.peak_flops)))
+                        warned_peak = True
                 if config.train.skip_nonfinite:
                     summary["skipped_updates"] = int(jax.device_get(state.opt_state.total_notfinite))
                 reporter.write(step, "train", summary)

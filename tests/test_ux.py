@@ -21,7 +21,7 @@ import jaxdl
 from jaxdl import inputs, plot
 from jaxdl.explain import PANEL_INCHES as EXPLAIN_PANEL_INCHES
 
-from conftest import ROOT, read_metrics, run_cli, tiny_run_config
+from conftest import QUICK, ROOT, read_metrics, run_cli, tiny_run_config
 
 STEPS_PER_EPOCH, EPOCHS = 64, 3
 TRAIN = [
@@ -306,3 +306,13 @@ def test_bad_input_to_the_new_modes_exits_2_with_one_line(trained, language_mode
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("jaxdl: error: ") and message in lines[0], result.stderr
     assert snapshot(target) == before
+
+
+def test_an_mfu_above_1_warns_once_that_the_peak_is_too_low(tmp_path):
+    """Only a peak below the real one gives MFU > 1 (a cached measurement from a busy machine, or a typo)."""
+    args = ("--experiment=mnist_cnn", *QUICK, "--config.train.max_steps=6", "--compilation_cache=off")
+    result = run_cli(*args, "--config.train.peak_flops=1e3", f"--workdir={tmp_path / 'low'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert all(m["mfu"] > 1 for m in read_metrics(tmp_path / "low") if m["split"] == "train")  # three train lines
+    warnings = [line for line in result.stderr.splitlines() if "exceeds 1" in line]
+    assert warnings == [warnings[0]] and "--config.train.peak_flops; raise it" in warnings[0], warnings
