@@ -81,6 +81,6 @@ def low_peak_warning(mfu: float, configured: bool) -> str:
     source = (
         "it comes from --config.train.peak_flops; raise it"
         if configured
-        else f"it was measured on a busy machine and kept in {cache_file()}; delete that file to measure again"
+        else f"it was probably timed on a busy machine and kept in {cache_file()}; delete that file to measure again"
     )
     return f"warning: MFU {mfu:.2f} exceeds 1, so the peak FLOP/s it is measured against is too low: {source}"
