@@ -266,11 +266,15 @@ def render(info: dict, rows: list, work: list, peak_note: str, results: dict) ->
 BF16 = " (bf16 matmuls, both sides)"
 
 
+def gpt_wall(result: dict) -> float:
+    """Training seconds of a GPT run until its validation loss first reached the target (inf if never)."""
+    return time_to(result, "loss", GPT_TARGET_LOSS, True)
+
+
 def gpt_rows(runs: list, peak: float, ids: tuple[str, str, str], precision: str) -> list[tuple]:
     """Benchmark 4's rows (tokens/s, wall time to the target loss, MFU) for paired (jaxdl, PyTorch) GPT runs."""
-    wall = lambda r: time_to(r, "loss", GPT_TARGET_LOSS, True)
-    ours, theirs = median(wall(j) for j, _ in runs), median(wall(t) for _, t in runs)
-    ratio = median(wall(j) / wall(t) for j, t in runs)
+    ours, theirs = median(gpt_wall(j) for j, _ in runs), median(gpt_wall(t) for _, t in runs)
+    ratio = median(gpt_wall(j) / gpt_wall(t) for j, t in runs)
     tokens = median(rate(j) * j["tokens_per_step"] for j, _ in runs)
     torch_tokens = median(rate(t) * t["tokens_per_step"] for _, t in runs)
     mfu = median(j["step_flops"] * rate(j) / peak for j, _ in runs)
@@ -311,8 +315,8 @@ def gpt_warm_row(results: dict, row_id: str, precision: str) -> list[tuple]:
     if "jaxdl_warm" not in results:
         return []
     runs = paired(results, "jaxdl_warm", "torch")
-    wall = lambda r: time_to(r, "loss", GPT_TARGET_LOSS, True)
-    ratio = median(wall(w) / wall(t) for w, t in runs)
+    ours, theirs = median(gpt_wall(w) for w, _ in runs), median(gpt_wall(t) for _, t in runs)
+    ratio = median(gpt_wall(w) / gpt_wall(t) for w, t in runs)
     return [
         (
             row_id,
@@ -321,7 +325,6 @@ def gpt_warm_row(results: dict, row_id: str, precision: str) -> list[tuple]:
             "n/a" if math.isnan(ratio) else f"{ratio:.2f}×",
             "—",
             "",
-            f"jaxdl {seconds(median(wall(w) for w, _ in runs))}, PyTorch {seconds(median(wall(t) for _, t in runs))}; "
-            f"{len(runs)} repeat(s)",
+            f"jaxdl {seconds(ours)}, PyTorch {seconds(theirs)}; {len(runs)} repeat(s)",
         )
     ]
