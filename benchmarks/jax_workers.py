@@ -48,7 +48,7 @@ class Probe:
 
     def _install(self) -> None:
         probe = self
-        real_evaluate, real_flops = training.evaluate, flops.compiled_flops
+        real_evaluate, real_flops = training.evaluate, flops.step_flops
         real_batches, real_global = data_lib.train_batches, sharding.global_batch
 
         def evaluate(run, eval_step, state, source):
@@ -67,10 +67,9 @@ class Probe:
                 raise TargetReached
             return metrics
 
-        def compiled_flops(compiled):  # per device: the step's FLOPs are that times the devices (one process here)
-            per_device = real_flops(compiled)
-            probe.step_flops = per_device * jax.device_count()
-            return per_device
+        def step_flops(compiled, mesh):
+            probe.step_flops = real_flops(compiled, mesh)
+            return probe.step_flops
 
         class TimedBatches:
             def __init__(self, iterator):
@@ -114,7 +113,7 @@ class Probe:
                 super().write(step, split, metrics)
 
         training.evaluate = evaluate
-        flops.compiled_flops = compiled_flops
+        flops.step_flops = step_flops
         data_lib.train_batches = lambda *a, **k: TimedBatches(real_batches(*a, **k))
         sharding.global_batch = global_batch
         training.Reporter = StampingReporter
@@ -171,7 +170,7 @@ def model_flops(config) -> float:
         run = training.setup(config)
         batch = run.experiment.data.preprocess(run.train_source.take(np.arange(config.data.batch_size)))
         step = training.compile_train_step(run, batch, jax.random.key(0))
-        return flops.compiled_flops(step) * jax.device_count()
+        return flops.step_flops(step, run.mesh)
     finally:
         cnn.conv2d = jaxdl_conv
 

@@ -22,6 +22,11 @@ def compiled_flops(compiled: jax.stages.Compiled) -> float:
     return float((analysis or {}).get("flops", 0.0))
 
 
+def step_flops(compiled: jax.stages.Compiled, mesh: jax.sharding.Mesh) -> float:
+    """FLOPs of one call of a step compiled for `mesh`, on all its devices: the MFU numerator."""
+    return compiled_flops(compiled) * mesh.size
+
+
 def peak_count(mesh: jax.sharding.Mesh) -> int:
     """How many peaks a mesh computes with: one per device, but on CPU one per process, whose devices
     (`mesh.cpu_devices`) share its cores; a matmul on one of them already runs on all (192 vs 196 GFLOP/s with 1

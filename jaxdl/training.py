@@ -282,7 +282,7 @@ def train_and_evaluate(
         train_step, state_is_finite = compiling_step.result(), compiling_check.result()
     write_config(config, workdir)
     eval_step = compile_eval_step(run)
-    step_flops = flops.compiled_flops(train_step) * mesh.size
+    step_flops = flops.step_flops(train_step, mesh)
     peak_flops = (config.train.peak_flops or flops.peak_flops()) * flops.peak_count(mesh)
     tokens_per_example = int(np.prod(first_batch["targets"].shape[1:]))
 
