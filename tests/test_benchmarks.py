@@ -1,0 +1,181 @@
+"""The benchmark suite's own code (benchmarks/, run by `python -m benchmarks.run`, not by the tests): the figures it
+derives from the workers' raw results, and the jax workers themselves on a few steps. The jaxdl arms observe the loop
+by wrapping functions it looks up at call time (benchmarks.jax_workers.Probe); if the loop stopped calling one of
+them, the suite would go on printing figures with that part silently missing. The PyTorch arms need the `bench`
+extra and are not run here."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT))  # `benchmarks` is a folder of the project, not an installed package
+from benchmarks import common, figures
+
+MACHINE = {
+    "cpu": "test CPU",
+    "cpu_family_model": "0/0",
+    "cores": 2,
+    "avx512_bf16": False,
+    "memory_gib": 1.0,
+    "python": "3",
+    "versions": {"jax": "0"},
+    "xla_flags": "",
+    "load_before": (0.0, 0.0, 0.0),
+    "quick": False,
+    "repeats": 3,
+    "gpt_repeats": 3,
+    "minutes": 1.0,
+    "torch_threads": 2,
+}
+
+
+def stamps(steps_per_second: float, steps: int = 400, every: int = 50, start: float = 5.0) -> list:
+    """Train-line timestamps (step, seconds, data seconds) of a run at a steady rate after a slow first interval."""
+    return [(s, start + (s - every) / steps_per_second, 0.0) for s in range(every, steps + 1, every)]
+
+
+def loop_arm(steps_per_second: float) -> dict:
+    return {"train_stamps": stamps(steps_per_second), "step_flops": 1e9, "last_train_loss": 0.1, "load": 2.0}
+
+
+def row(report: str, row_id: str) -> list[str]:
+    """The cells of the report's table row `row_id`."""
+    line = next(ln for ln in report.splitlines() if ln.startswith(f"| {row_id} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_rate_counts_the_steady_span_without_its_evaluations():
+    result = {
+        "train_stamps": [(50, 10.0, 0.0), (100, 11.0, 0.0), (200, 14.0, 0.0)],
+        "evals": [{"start": 12.0, "end": 12.5}, {"start": 20.0, "end": 30.0}],  # the second is outside the span
+    }
+    # Steps 100 -> 200 in 4.0 s, 0.5 s of which evaluating; the first interval (compilation) is left out.
+    assert figures.rate(result) == pytest.approx(100 / 2.5)
+
+
+@pytest.mark.parametrize(
+    ("jaxdl_rates", "tax", "verdict"), [((96, 99, 49), 0.98, "pass"), ((90, 95, 99), 0.95, "FAIL")]
+)
+def test_the_framework_tax_is_the_median_of_ratios_paired_per_repeat(jaxdl_rates, tax, verdict):
+    bare_rates = (100, 100, 50)
+    runs = {
+        "bare": [loop_arm(r) for r in bare_rates],
+        "jaxdl": [loop_arm(r) for r in jaxdl_rates],
+        "jaxdl_synthetic": [loop_arm(r) for r in jaxdl_rates],
+        "torch": [loop_arm(50) for _ in bare_rates],
+    }
+    report = figures.report(MACHINE, {"loop": runs})
+    cells = row(report, "1")
+    assert cells[2] == f"{tax:.3f}×"
+    assert verdict in cells[4]
+    # Images/s against PyTorch is paired the same way: jaxdl's rate over PyTorch's 50 steps/s.
+    assert row(report, "2")[2] == f"{np.median(np.array(jaxdl_rates) / 50):.2f}×"
+
+
+def test_a_failed_arm_leaves_its_repeat_out_and_is_named():
+    runs = {
+        "bare": [loop_arm(100), {"error": ["Traceback"], "load": 2.0}],
+        "jaxdl": [loop_arm(98), loop_arm(10)],  # the second repeat would drag the tax down if it were counted
+        "jaxdl_synthetic": [loop_arm(98), loop_arm(10)],
+        "torch": [loop_arm(50), loop_arm(50)],
+    }
+    report = figures.report(MACHINE, {"loop": runs})
+    assert row(report, "1")[2] == "0.980×"
+    assert "1 repeat(s)" in row(report, "1")[5]
+    assert "Failed runs (left out): loop/bare" in report
+
+
+def gpt_arm(wall_seconds: float, tokens_per_second: float) -> dict:
+    """A GPT run whose validation loss first reaches the target at `wall_seconds` of training time."""
+    evals = [
+        {"step": 250, "loss": 2.4, "train_seconds": wall_seconds / 2, "start": 0.0, "end": 0.0},
+        {"step": 500, "loss": common.GPT_TARGET_LOSS - 0.01, "train_seconds": wall_seconds, "start": 0.0, "end": 0.0},
+    ]
+    return {
+        "train_stamps": stamps(tokens_per_second / 768),
+        "evals": evals,
+        "step_flops": 1e9,
+        "tokens_per_step": 768,
+        "load": 2.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("jaxdl_walls", "ratio", "verdict"), [((70, 72, 90), 0.72, "pass"), ((85, 90, 95), 0.9, "FAIL")]
+)
+def test_gpt_wall_time_is_judged_per_repeat_against_pytorch(jaxdl_walls, ratio, verdict):
+    runs = {
+        "jaxdl": [gpt_arm(w, 15_000) for w in jaxdl_walls],
+        "torch": [gpt_arm(100, 12_000) for _ in jaxdl_walls],
+    }
+    report = figures.report(MACHINE, {"gpt": runs})
+    assert row(report, "4b")[2] == f"{ratio:.2f}×"
+    assert verdict in row(report, "4b")[4]
+    assert row(report, "4a")[2] == "1.25×"
+
+
+def test_a_run_that_never_reaches_the_target_loss_says_so():
+    never = gpt_arm(80, 15_000)
+    never["evals"] = never["evals"][:1]  # stopped before reaching the target
+    assert figures.gpt_wall(never) == math.inf
+    report = figures.report(MACHINE, {"gpt": {"jaxdl": [never], "torch": [gpt_arm(100, 12_000)]}})
+    assert "not reached" in row(report, "4b")[5]
+    assert "FAIL" in row(report, "4b")[4]
+
+
+@pytest.mark.parametrize(("slower", "verdict"), [(1.02, "pass"), (1.05, "FAIL")])
+def test_checkpoint_cost_compares_the_training_spans(slower, verdict):
+    runs = {"every_epoch": [loop_arm(100 / slower)], "none": [loop_arm(100)]}
+    cells = row(figures.report(MACHINE, {"checkpoint": runs}), "7")
+    assert cells[2] == f"{slower - 1:+.1%}"
+    assert verdict in cells[4]
+
+
+def run_worker(*args: str, timeout: float = 300) -> dict:
+    """One jax worker arm in a fresh process, as benchmarks.run starts it; its RESULT line."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.jax_workers", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith(common.RESULT_PREFIX))
+    return json.loads(line[len(common.RESULT_PREFIX) :])
+
+
+def test_the_jaxdl_loop_arm_observes_the_loop():
+    result = run_worker("loop", "--steps=150")
+    assert [s for s, _, _ in result["train_stamps"]] == [50, 100, 150]  # a stamp per train line
+    assert result["data_seconds"] > 0  # the probe saw the batches being made
+    assert figures.rate(result) > 0
+    # XLA's count of the step jaxdl runs, and the model's (the step compiled with XLA's own convolutions): the
+    # one-channel convolution is recomputed where it is used, so the first is the larger (0.932 vs 0.878 GFLOP).
+    assert result["model_flops"] < result["step_flops"] < 1.2 * result["model_flops"]
+    assert 0 < result["last_train_loss"] < 2.3  # below a uniform guess's log(10) after 150 steps
+
+
+def test_the_bare_loop_arm_trains_the_same_model(tmp_path):
+    indices = np.random.default_rng(0).integers(0, 60_000, (100, common.CNN_RECIPE["data.batch_size"]))
+    np.save(tmp_path / "mnist.npy", indices)
+    result = run_worker("bare", f"--indices={tmp_path / 'mnist.npy'}", "--steps=100")
+    assert [s for s, _, _ in result["train_stamps"]] == [50, 100]
+    assert result["step_flops"] > 0
+    assert 0 < result["last_train_loss"] < 2.3
+
+
+def test_the_time_to_accuracy_arm_records_each_evaluation():
+    result = run_worker("mnist_tta", "--steps=60", "--eval_every=30")
+    assert [e["step"] for e in result["evals"]] == [30, 60]
+    first, second = result["evals"]
+    assert 0 < first["train_seconds"] < second["train_seconds"]
+    assert first["end"] > first["start"] and result["eval_seconds"] > 0
+    assert second["accuracy"] > 0.5  # 60 steps of the default recipe; a uniform guess is 0.1
+    assert result["stopped_early"] is False  # 99.2% is not reached in 60 steps
