@@ -132,9 +132,3 @@ def warmup_cosine(step: int, peak: float, warmup: int, total: int, end: float) -
     progress = min(step - warmup, decay) / decay
     alpha = end / peak
     return peak * ((1 - alpha) * 0.5 * (1 + math.cos(math.pi * progress)) + alpha)
-
-
-def steady_rate(stamps: list[tuple[int, float]], skip: int = 1) -> float:
-    """Steps per second between the `skip`-th timestamp and the last: (step, seconds) pairs, warm-up excluded."""
-    (s0, t0), (s1, t1) = stamps[skip], stamps[-1]
-    return (s1 - s0) / (t1 - t0)
