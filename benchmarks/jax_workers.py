@@ -43,6 +43,7 @@ class Probe:
         self.eval_seconds = 0.0
         self.data_seconds = 0.0  # inside next(train iterator) and host-to-device batch assembly, training only
         self.step_flops = 0.0
+        self.saves: list[tuple[float, float]] = []  # (perf_counter) start and end of each checkpoint save call
         self.stop_when, self.synthetic, self.in_eval = stop_when, synthetic, False
         self._install()
 
@@ -50,6 +51,7 @@ class Probe:
         probe = self
         real_evaluate, real_flops = training.evaluate, flops.step_flops
         real_batches, real_global = data_lib.train_batches, sharding.global_batch
+        real_save = training.Checkpoints.save
 
         def evaluate(run, eval_step, state, source):
             start = time.perf_counter()
@@ -106,6 +108,11 @@ class Probe:
             probe.data_seconds += time.perf_counter() - start
             return batch
 
+        def save(checkpoints, *args, **kwargs):
+            start = time.perf_counter()
+            real_save(checkpoints, *args, **kwargs)
+            probe.saves.append((start, time.perf_counter()))
+
         class StampingReporter(reporting.Reporter):
             def write(self, step, split, metrics):
                 if split == "train":
@@ -117,6 +124,7 @@ class Probe:
         data_lib.train_batches = lambda *a, **k: TimedBatches(real_batches(*a, **k))
         sharding.global_batch = global_batch
         training.Reporter = StampingReporter
+        training.Checkpoints.save = save
 
     def train(self, config, workdir: Path) -> bool:
         """Run jaxdl.train; True when the run stopped early at its target."""
@@ -143,6 +151,7 @@ def _result(probe: Probe, **extra) -> dict:
         "eval_seconds": probe.eval_seconds,
         "data_seconds": probe.data_seconds,
         "step_flops": probe.step_flops,
+        "saves": probe.saves,
         "process_seconds": common.since_start(),
         **extra,
     }

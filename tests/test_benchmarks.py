@@ -137,6 +137,17 @@ def test_checkpoint_cost_compares_the_training_spans(slower, verdict):
     assert verdict in cells[4]
 
 
+def test_save_cost_in_run_charges_the_intervals_a_save_overlaps():
+    # 50-step intervals of 0.5 s; a save at 2.2 s whose call and write make its interval 0.1 s longer.
+    times = [1.0, 1.5, 2.0, 2.6, 3.1, 3.6, 4.1, 4.6, 5.1, 5.6]
+    result = {"train_stamps": [(50 * (i + 1), t, 0.0) for i, t in enumerate(times)], "saves": [(2.2, 2.25)]}
+    # The span from the second stamp is 4.1 s, 0.1 s of it the save's: 0.1 / 4.0 slower than without it.
+    assert figures.save_cost_in_run(result, spill=0.3) == pytest.approx(0.1 / 4.0)
+    # A write reaching into the next interval charges that one too (here at the run's pace: nothing extra).
+    assert figures.save_cost_in_run(result, spill=0.5) == pytest.approx(0.1 / 4.0)
+    assert math.isnan(figures.save_cost_in_run({**result, "saves": []}))
+
+
 def run_worker(*args: str, timeout: float = 300) -> dict:
     """One jax worker arm in a fresh process, as benchmarks.run starts it; its RESULT line."""
     done = subprocess.run(
@@ -179,3 +190,12 @@ def test_the_time_to_accuracy_arm_records_each_evaluation():
     assert first["end"] > first["start"] and result["eval_seconds"] > 0
     assert second["accuracy"] > 0.5  # 60 steps of the default recipe; a uniform guess is 0.1
     assert result["stopped_early"] is False  # 99.2% is not reached in 60 steps
+
+
+def test_the_checkpoint_arm_records_its_saves():
+    result = run_worker("checkpoint", "--checkpoints", "--steps=300", "--epochs=2")
+    starts = [start for start, _ in result["saves"]]
+    stamp_of = dict((s, t) for s, t, _ in result["train_stamps"])
+    # Saves at steps 150 (mid-run) and 300 (the end), each after that step's train line.
+    assert len(starts) == 2 and stamp_of[150] < starts[0] < stamp_of[200] and starts[1] > stamp_of[300]
+    assert not math.isnan(figures.save_cost_in_run(result))
