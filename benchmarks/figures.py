@@ -4,6 +4,8 @@ Definitions (the same for every arm):
 - steady steps/s: from the first timestamp (step 50, after warm-up and compilation) to the last, evaluation time in
   between left out. jaxdl's timestamps are taken as each train line is written (right after the loop's host sync);
   the bare loop and PyTorch stamp after a sync every 50 steps.
+- the step's share of the tax (1s): jaxdl's compiled train step and the bare loop's, alternated in rounds of 10
+  steps inside one process on the same device-resident batches; the median over rounds of the time ratio.
 - time to a target: seconds from the worker process's start (before importing jax/torch: imports, data loading,
   compilation and training count) to the first evaluation that meets it, evaluation time left out. Evaluations run
   every 50 steps (MNIST, 10,000 test images) or 250 steps (GPT, 2,000 validation windows) on both sides.
@@ -45,6 +47,12 @@ def data_fraction(result: dict) -> float:
     """Share of the steady span spent in the train iterator's next() and the host-to-device batch assembly."""
     (_, t0, d0), (_, t1, d1) = result["train_stamps"][1], result["train_stamps"][-1]
     return (d1 - d0) / (t1 - t0)
+
+
+def step_speed(seconds_per_step: dict) -> float:
+    """Benchmark 1s: the median over interleaved rounds of the bare step's time over jaxdl's (jaxdl's steps/s over
+    the bare loop's, as figure 1)."""
+    return statistics.median(b / j for b, j in zip(seconds_per_step["bare"], seconds_per_step["jaxdl"], strict=True))
 
 
 def save_cost_in_run(result: dict, spill: float = 1.0) -> float:
@@ -139,6 +147,20 @@ def report(info: dict, results: dict) -> str:
                     "—",
                     "",
                     f"bare, default options {median(rate(b) for b, _ in default_xla):.1f} steps/s",
+                )
+            )
+        in_process = [r for (r,) in paired(results["loop"], "steps")] if "steps" in results["loop"] else []
+        if in_process:  # result files of earlier suites lack this arm
+            step_ratio = [step_speed(r["seconds_per_step"]) for r in in_process]
+            rows.append(
+                (
+                    "1s",
+                    "jaxdl's compiled train step / the bare loop's, steps/s interleaved in one process",
+                    f"{median(step_ratio):.3f}×",
+                    "—",
+                    "",
+                    f"per repeat {min(step_ratio):.3f}-{max(step_ratio):.3f}; figure 1 / this (the loop's own share) "
+                    f"{tax / median(step_ratio):.3f}×",
                 )
             )
         rows.append(

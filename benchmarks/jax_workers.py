@@ -190,32 +190,29 @@ def _read_metrics(workdir: Path) -> list[dict]:
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
-def arm_bare(args) -> dict:
-    """A minimal hand-written jax.jit loop: same model, batches, augmentation, optimizer; no logging. Compiled with
-    jaxdl's compiler options (jaxdl.compiler), so that jaxdl / bare measures the loop alone; `--default_xla`
-    compiles with XLA's defaults instead, as a hand-written loop would be."""
-    from jaxdl.data import augment, mnist
+def bare_train_step(steps: int, default_xla: bool = False) -> tuple:
+    """The bare loop's train step, a minimal hand-written jax.jit of mnist_cnn's model, augmentation and optimizer
+    (one-cycle Adam over `steps` steps), and its initial state. Compiled with jaxdl's compiler options
+    (jaxdl.compiler), so that jaxdl / bare measures the loop alone; `default_xla`: XLA's defaults instead, as a
+    hand-written loop would be."""
+    from jaxdl.data import augment
     from jaxdl.models import CNN
 
     config = jaxdl.get_config("mnist_cnn")
-    train = mnist.load("train").arrays
-    images, labels = train["inputs"], train["targets"]
-    batches = np.load(args.indices)[: args.steps]
     model = CNN(num_classes=10, **config.model)
     init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
-    params = model.init({"params": init_rng, "dropout": init_rng}, images[:1] / np.float32(255), train=False)
+    params = model.init({"params": init_rng, "dropout": init_rng}, np.zeros((1, 28, 28, 1), np.float32), train=False)
     recipe = common.CNN_RECIPE
     schedule = optax.cosine_onecycle_schedule(
-        args.steps,
+        steps,
         recipe["optim.learning_rate"],
         pct_start=recipe["optim.onecycle_pct_start"],
         final_div_factor=recipe["optim.onecycle_final_div"],
     )
     tx = optax.adam(schedule)
     state = (params["params"], tx.init(params["params"]), jnp.zeros((), jnp.int32))
-    options = {} if args.default_xla else compiler.options()
 
-    @functools.partial(jax.jit, donate_argnums=0, compiler_options=options)
+    @functools.partial(jax.jit, donate_argnums=0, compiler_options={} if default_xla else compiler.options())
     def train_step(state, inputs, targets):
         params, opt_state, step = state
         key = jax.random.fold_in(jax.random.fold_in(step_rng, step), 1)
@@ -229,6 +226,17 @@ def arm_bare(args) -> dict:
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state, step + 1), loss
 
+    return train_step, state
+
+
+def arm_bare(args) -> dict:
+    """The bare loop (`bare_train_step`) over the suite's batches: no logging, a timestamp every 50 steps."""
+    from jaxdl.data import mnist
+
+    train = mnist.load("train").arrays
+    images, labels = train["inputs"], train["targets"]
+    batches = np.load(args.indices)[: args.steps]
+    train_step, state = bare_train_step(args.steps, args.default_xla)
     batch = lambda i: (images[batches[i]] / np.float32(255), labels[batches[i]])
     step_flops = flops.compiled_flops(train_step.lower(state, *batch(0)).compile())
     losses, stamps = [], []
@@ -240,6 +248,36 @@ def arm_bare(args) -> dict:
             stamps.append((i + 1, time.perf_counter(), 0.0))
     last = float(np.mean(jax.device_get(losses[-50:])))
     return {"train_stamps": stamps, "step_flops": step_flops, "last_train_loss": last}
+
+
+def arm_steps(args) -> dict:
+    """jaxdl's compiled mnist_cnn train step and the bare loop's, interleaved in one process on the same ten
+    device-resident batches: `rounds` rounds of `steps` steps of each, in alternating order. The step's share of
+    the framework tax (benchmark 1s), free of the drift between processes; the rest of figure 1 is the loop's."""
+    config = _loop_config(args.steps * args.rounds)
+    run = training.setup(config)
+    source = data_lib.train_batches(run.experiment.data, run.train_source, config.data.batch_size, config.seed, 0, 1, 0)
+    on_device = sharding.batch_sharding(run.mesh)
+    batches = [jax.device_put(sharding.global_batch(next(source), run.mesh), on_device) for _ in range(10)]
+    rng = jax.random.key(config.seed)
+    jaxdl_step = training.compile_train_step(run, batches[0], rng)
+    bare_step, bare_state = bare_train_step(args.steps * args.rounds)
+    steps = {
+        "jaxdl": lambda state, batch: jaxdl_step(state, batch, rng),
+        "bare": lambda state, batch: bare_step(state, batch["inputs"], batch["targets"]),
+    }
+    states = {"jaxdl": training.initial_state(run, rng), "bare": bare_state}
+    seconds = {name: [] for name in steps}
+    for round_ in range(args.rounds + 1):  # round 0 compiles and warms up, untimed
+        for name in list(steps) if round_ % 2 == 0 else reversed(steps):
+            state, start = states[name], time.perf_counter()
+            for i in range(args.steps):
+                state, outputs = steps[name](state, batches[i % len(batches)])
+            jax.block_until_ready(outputs)
+            states[name] = state
+            if round_:
+                seconds[name].append((time.perf_counter() - start) / args.steps)
+    return {"seconds_per_step": seconds}
 
 
 def use_cache(directory: str) -> None:
@@ -302,6 +340,7 @@ def arm_peak(args) -> dict:
 ARMS = {
     "loop": arm_loop,
     "bare": arm_bare,
+    "steps": arm_steps,
     "mnist_tta": arm_mnist_tta,
     "gpt": arm_gpt,
     "checkpoint": arm_checkpoint,
@@ -316,6 +355,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--eval_every", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=30, help="steps: interleaved rounds of --steps steps each")
     parser.add_argument("--indices", default="")
     parser.add_argument("--synthetic", action="store_true")
     parser.add_argument("--checkpoints", action="store_true")

@@ -78,6 +78,20 @@ def test_the_framework_tax_is_the_median_of_ratios_paired_per_repeat(jaxdl_rates
     assert row(report, "2")[2] == f"{np.median(np.array(jaxdl_rates) / 50):.2f}×"
 
 
+def test_the_steps_share_of_the_tax_is_paired_per_round():
+    rounds = {"jaxdl": [0.0110, 0.0120, 0.0300], "bare": [0.0100, 0.0108, 0.0100]}  # one round slowed by the VM
+    runs = {
+        "bare": [loop_arm(100)],
+        "jaxdl": [loop_arm(90)],
+        "jaxdl_synthetic": [loop_arm(90)],
+        "torch": [loop_arm(50)],
+        "steps": [{"seconds_per_step": rounds, "load": 2.0}],
+    }
+    cells = row(figures.report(MACHINE, {"loop": runs}), "1s")
+    assert cells[2] == "0.900×"  # the median of 0.909, 0.900 and 0.333
+    assert "(the loop's own share) 1.000×" in cells[5]  # figure 1 is 0.9 too: nothing left for the loop
+
+
 def test_a_failed_arm_leaves_its_repeat_out_and_is_named():
     runs = {
         "bare": [loop_arm(100), {"error": ["Traceback"], "load": 2.0}],
@@ -180,6 +194,13 @@ def test_the_bare_loop_arm_trains_the_same_model(tmp_path):
     assert [s for s, _, _ in result["train_stamps"]] == [50, 100]
     assert result["step_flops"] > 0
     assert 0 < result["last_train_loss"] < 2.3
+
+
+def test_the_steps_arm_times_both_steps_in_alternating_rounds():
+    result = run_worker("steps", "--steps=5", "--rounds=3")
+    times = result["seconds_per_step"]
+    assert len(times["jaxdl"]) == len(times["bare"]) == 3
+    assert all(0 < s < 1 for s in times["jaxdl"] + times["bare"])
 
 
 def test_the_time_to_accuracy_arm_records_each_evaluation():
