@@ -256,7 +256,8 @@ def arm_steps(args) -> dict:
     the framework tax (benchmark 1s), free of the drift between processes; the rest of figure 1 is the loop's."""
     config = _loop_config(args.steps * args.rounds)
     run = training.setup(config)
-    source = data_lib.train_batches(run.experiment.data, run.train_source, config.data.batch_size, config.seed, 0, 1, 0)
+    data, batch_size = run.experiment.data, config.data.batch_size
+    source = data_lib.train_batches(data, run.train_source, batch_size, config.seed, 0, 1, prefetch=0)
     on_device = sharding.batch_sharding(run.mesh)
     batches = [jax.device_put(sharding.global_batch(next(source), run.mesh), on_device) for _ in range(10)]
     rng = jax.random.key(config.seed)
