@@ -75,6 +75,12 @@ def emit(result: dict) -> None:
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
+def read_result(stdout: str) -> dict | None:
+    """A worker's result, from the last line `emit` wrote to its stdout; None if it wrote none."""
+    lines = [line for line in stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    return json.loads(lines[-1][len(RESULT_PREFIX) :]) if lines else None
+
+
 def since_start() -> float:
     return time.perf_counter() - PROCESS_START
 

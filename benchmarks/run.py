@@ -163,16 +163,16 @@ def run_arm(group: Group, arm: Arm) -> dict:
         [sys.executable, "-m", arm.module, *arm.args], cwd=common.ROOT, env=env, capture_output=True, text=True
     )
     seconds = time.perf_counter() - start
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith(common.RESULT_PREFIX)]
+    result = common.read_result(done.stdout)
     load = os.getloadavg()[0]
-    if done.returncode or not lines:
+    if done.returncode or result is None:
         tail = (done.stderr or done.stdout).strip().splitlines()[-8:]
         print(
             f"  {group.name}/{arm.name}: FAILED (exit {done.returncode}):\n    " + "\n    ".join(tail), file=sys.stderr
         )
         return {"error": tail, "wall": seconds, "load": load}
     print(f"  {group.name}/{arm.name}: {seconds:.0f} s (load {load:.1f})", file=sys.stderr, flush=True)
-    return {**json.loads(lines[-1][len(common.RESULT_PREFIX) :]), "wall": seconds, "load": load}
+    return {**result, "wall": seconds, "load": load}
 
 
 def prepare(directory: Path, skip_checks: bool) -> bool:

@@ -4,7 +4,6 @@ by wrapping functions it looks up at call time (benchmarks.jax_workers.Probe); i
 them, the suite would go on printing figures with that part silently missing. The PyTorch arms need the `bench`
 extra and are not run here."""
 
-import json
 import math
 import subprocess
 import sys
@@ -172,8 +171,9 @@ def run_worker(*args: str, timeout: float = 300) -> dict:
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    line = next(ln for ln in done.stdout.splitlines() if ln.startswith(common.RESULT_PREFIX))
-    return json.loads(line[len(common.RESULT_PREFIX) :])
+    result = common.read_result(done.stdout)
+    assert result is not None, done.stdout[-3000:]
+    return result
 
 
 def test_the_jaxdl_loop_arm_observes_the_loop():
