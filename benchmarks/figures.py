@@ -6,6 +6,8 @@ Definitions (the same for every arm):
   the bare loop and PyTorch stamp after a sync every 50 steps.
 - the step's share of the tax (1s): jaxdl's compiled train step and the bare loop's, alternated in rounds of 10
   steps inside one process on the same device-resident batches; the median over rounds of the time ratio.
+- figure 1 in one process (1l): whole runs of jaxdl.train (as the `loop` arm) and of the bare loop alternated in
+  one process, a few rounds per repeat; the median over all pairs of the steady steps/s ratio.
 - time to a target: seconds from the worker process's start (before importing jax/torch: imports, data loading,
   compilation and training count) to the first evaluation that meets it, evaluation time left out. Evaluations run
   every 50 steps (MNIST, 10,000 test images) or 250 steps (GPT, 2,000 validation windows) on both sides.
@@ -161,6 +163,23 @@ def report(info: dict, results: dict) -> str:
                     "",
                     f"per repeat {min(step_ratio):.3f}-{max(step_ratio):.3f}; figure 1 / this (the loop's own share) "
                     f"{tax / median(step_ratio):.3f}×",
+                )
+            )
+        alternated = [r for (r,) in paired(results["loop"], "loops")] if "loops" in results["loop"] else []
+        if alternated:  # result files of earlier suites lack this arm
+            rates = [r["steps_per_sec"] for r in alternated]
+            pairs = [j / b for r in rates for j, b in zip(r["jaxdl"], r["bare"], strict=True)]
+            share = (
+                f"; / figure 1s (the loop's own share) {median(pairs) / median(step_ratio):.3f}×" if in_process else ""
+            )
+            rows.append(
+                (
+                    "1l",
+                    "figure 1 with the two loops alternated in one process (jaxdl.train / the bare loop, steps/s)",
+                    f"{median(pairs):.3f}×",
+                    "—",
+                    "",
+                    f"{len(pairs)} pairs, per pair {min(pairs):.3f}-{max(pairs):.3f}{share}",
                 )
             )
         rows.append(

@@ -21,7 +21,7 @@ from absl import logging
 from jax import lax
 
 import jaxdl
-from benchmarks import common
+from benchmarks import common, figures
 from jaxdl import compiler, flops, reporting, sharding, training
 from jaxdl import data as data_lib
 from jaxdl.models import cnn
@@ -119,21 +119,30 @@ class Probe:
                     probe.train_stamps.append((step, time.perf_counter(), probe.data_seconds))
                 super().write(step, split, metrics)
 
-        training.evaluate = evaluate
-        flops.step_flops = step_flops
-        data_lib.train_batches = lambda *a, **k: TimedBatches(real_batches(*a, **k))
-        sharding.global_batch = global_batch
-        training.Reporter = StampingReporter
-        training.Checkpoints.save = save
+        wrappers = [
+            (training, "evaluate", evaluate),
+            (flops, "step_flops", step_flops),
+            (data_lib, "train_batches", lambda *a, **k: TimedBatches(real_batches(*a, **k))),
+            (sharding, "global_batch", global_batch),
+            (training, "Reporter", StampingReporter),
+            (training.Checkpoints, "save", save),
+        ]
+        self._originals = [(owner, name, getattr(owner, name)) for owner, name, _ in wrappers]
+        for owner, name, wrapper in wrappers:
+            setattr(owner, name, wrapper)
 
     def train(self, config, workdir: Path) -> bool:
-        """Run jaxdl.train; True when the run stopped early at its target."""
+        """Run jaxdl.train; True when the run stopped early at its target. The loop's functions are jaxdl's own
+        again afterwards, so a later probe in the same process wraps them, not this one's wrappers."""
         logging.set_verbosity(logging.WARNING)  # as jaxdl.main does
         try:
             jaxdl.train(config, workdir)
             return False
         except TargetReached:
             return True
+        finally:
+            for owner, name, original in self._originals:
+                setattr(owner, name, original)
 
 
 def _loop_config(steps: int):
@@ -157,17 +166,19 @@ def _result(probe: Probe, **extra) -> dict:
     }
 
 
-def arm_loop(args) -> dict:
+def loop_run(args) -> dict:
     """jaxdl's loop on mnist_cnn for `steps` steps, no evaluation, no checkpoint before the end."""
     probe = Probe(synthetic=args.synthetic)
-    config = _loop_config(args.steps)
     with tempfile.TemporaryDirectory() as workdir:
-        probe.train(config, Path(workdir))
+        probe.train(_loop_config(args.steps), Path(workdir))
         losses = [r for r in _read_metrics(Path(workdir)) if r["split"] == "train"]
     # Data waiting is counted over the stamped span only, like the steps/s.
-    result = _result(probe, last_train_loss=losses[-1]["loss"])
-    result["model_flops"] = model_flops(config)  # after _result: the probe records every count it sees
-    return result
+    return _result(probe, last_train_loss=losses[-1]["loss"])
+
+
+def arm_loop(args) -> dict:
+    """`loop_run`, and the model's FLOPs (compiled after the timed run)."""
+    return {**loop_run(args), "model_flops": model_flops(_loop_config(args.steps))}
 
 
 def model_flops(config) -> float:
@@ -281,6 +292,18 @@ def arm_steps(args) -> dict:
     return {"seconds_per_step": seconds}
 
 
+def arm_loops(args) -> dict:
+    """The `loop` and `bare` arms alternated in one process: `rounds` rounds of one run of each, in alternating
+    order; each run's steady steps/s. Figure 1 without the drift between processes that the separate arms see
+    (benchmark 1l). jaxdl's runs compile their programs anew each time, as a new run does."""
+    arms = {"jaxdl": loop_run, "bare": arm_bare}
+    rates = {name: [] for name in arms}
+    for round_ in range(args.rounds):
+        for name in list(arms) if round_ % 2 == 0 else reversed(arms):
+            rates[name].append(figures.rate(arms[name](args)))
+    return {"steps_per_sec": rates}
+
+
 def use_cache(directory: str) -> None:
     """The command line's cache of compiled programs in `directory`; "fresh": a new, empty one (a first run)."""
     if directory:
@@ -342,6 +365,7 @@ ARMS = {
     "loop": arm_loop,
     "bare": arm_bare,
     "steps": arm_steps,
+    "loops": arm_loops,
     "mnist_tta": arm_mnist_tta,
     "gpt": arm_gpt,
     "checkpoint": arm_checkpoint,
@@ -356,7 +380,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--eval_every", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--rounds", type=int, default=30, help="steps: interleaved rounds of --steps steps each")
+    parser.add_argument("--rounds", type=int, default=30, help="steps, loops: interleaved rounds")
     parser.add_argument("--indices", default="")
     parser.add_argument("--synthetic", action="store_true")
     parser.add_argument("--checkpoints", action="store_true")

@@ -71,6 +71,7 @@ def groups(quick: bool, repeats: int, gpt_repeats: int, indices: Path, torch_thr
                 Arm("jaxdl", jax_w, ("loop", *loop), 19 * scale + 6),
                 Arm("jaxdl_synthetic", jax_w, ("loop", "--synthetic", *loop), 19 * scale + 6),
                 Arm("steps", jax_w, ("steps", "--steps=10", "--rounds=30" if not quick else "--rounds=4"), 20),
+                Arm("loops", jax_w, ("loops", mnist_idx, *loop, "--rounds=3" if not quick else "--rounds=1"), 65),
                 Arm("torch", torch_w, ("cnn", mnist_idx, threads, *loop), 14 * scale + 4),
             ),
             repeats,
