@@ -5,8 +5,10 @@
     python -m benchmarks.run --only loop,mnist --repeats 3 --json results.json
 
 Each arm (jaxdl, a bare jax.jit loop, PyTorch) runs in a fresh process of its own, one after the other; within a
-repeat the arms of a group run back to back in an order that rotates every repeat, so a change in machine load
-hits both sides of a comparison alike. Ratios are medians of the per-repeat ratios. Numerical checks that the two
+repeat the arms of a group run back to back, in the group's order and reversed every other repeat. Arms that a
+figure compares are listed next to each other, so they run seconds apart and each goes first as often as the
+other: on a VM whose speed drifts by 10-20% within minutes, arms a few minutes apart gave ratios that the drift
+decided (BUILD_NOTES, issue 8). Ratios are medians of the per-repeat ratios. Numerical checks that the two
 sides compute the same thing (benchmarks/checks.py) run first.
 """
 
@@ -66,8 +68,9 @@ def groups(quick: bool, repeats: int, gpt_repeats: int, indices: Path, torch_thr
             "loop",
             "benchmarks 1, 2, 5 (CNN), 6: mnist_cnn train steps",
             (
-                Arm("bare", jax_w, ("bare", mnist_idx, *loop), 14 * scale + 5),
+                # jaxdl beside the bare loop (figure 1) and the synthetic-batch run (6); 1b's and 2's arms one further.
                 Arm("bare_default_xla", jax_w, ("bare", "--default_xla", mnist_idx, *loop), 16 * scale + 5),
+                Arm("bare", jax_w, ("bare", mnist_idx, *loop), 14 * scale + 5),
                 Arm("jaxdl", jax_w, ("loop", *loop), 19 * scale + 6),
                 Arm("jaxdl_synthetic", jax_w, ("loop", "--synthetic", *loop), 19 * scale + 6),
                 Arm("steps", jax_w, ("steps", "--steps=10", "--rounds=30" if not quick else "--rounds=4"), 20),
@@ -97,8 +100,8 @@ def groups(quick: bool, repeats: int, gpt_repeats: int, indices: Path, torch_thr
             "gpt",
             "benchmarks 4, 5 (GPT): shakespeare_gpt_reference",
             (
-                Arm("jaxdl", jax_w, ("gpt", *gpt), 200 if not quick else 30),
                 Arm("jaxdl_warm", jax_w, ("gpt", warm_cache, *gpt), 80 if not quick else 25, primed=True),
+                Arm("jaxdl", jax_w, ("gpt", *gpt), 200 if not quick else 30),  # beside PyTorch: 4b
                 Arm("torch", torch_w, ("gpt", gpt_idx, threads, *gpt), 200 if not quick else 30),
             ),
             gpt_repeats,
@@ -107,7 +110,6 @@ def groups(quick: bool, repeats: int, gpt_repeats: int, indices: Path, torch_thr
             "gpt_bf16",
             "benchmark 4 in mixed precision: jaxdl matmul_dtype=bfloat16, PyTorch bfloat16 autocast",
             (
-                Arm("jaxdl", jax_w, ("gpt", "--matmul_dtype=bfloat16", *gpt), 170 if not quick else 30),
                 Arm(
                     "jaxdl_warm",
                     jax_w,
@@ -115,6 +117,7 @@ def groups(quick: bool, repeats: int, gpt_repeats: int, indices: Path, torch_thr
                     70 if not quick else 25,
                     primed=True,
                 ),
+                Arm("jaxdl", jax_w, ("gpt", "--matmul_dtype=bfloat16", *gpt), 170 if not quick else 30),
                 Arm("torch", torch_w, ("gpt", "--autocast", gpt_idx, threads, *gpt), 170 if not quick else 30),
             ),
             gpt_repeats,
@@ -236,7 +239,7 @@ def main() -> None:
                 if repeat >= group.repeats:
                     continue
                 print(f"repeat {repeat + 1}/{group.repeats}: {group.what}", file=sys.stderr, flush=True)
-                arms = group.arms[repeat % len(group.arms) :] + group.arms[: repeat % len(group.arms)]
+                arms = group.arms if repeat % 2 == 0 else group.arms[::-1]
                 for arm in arms:
                     results[name][arm.name].append(run_arm(group, arm))
     info.update(load_before=load_before, load_after=os.getloadavg(), minutes=(time.perf_counter() - started) / 60)
