@@ -83,7 +83,7 @@ def test_without_prefetching_no_thread_starts_and_the_batches_and_positions_are_
     threads = {t.ident for t in threading.enumerate()}
     unthreaded = data.train_batches(dataset, dataset.train, 3, seed=1, process_index=0, process_count=1, prefetch=0)
     expected = _take(unthreaded, 4)
-    assert {t.ident for t in threading.enumerate()} == threads
+    assert {t.ident for t in threading.enumerate()} <= threads  # none new (one from an earlier test may end)
     threaded = data.train_batches(dataset, dataset.train, 3, seed=1, process_index=0, process_count=1, prefetch=4)
     assert _take(threaded, 4) == expected
     # A position saved with one setting resumes with the other (a GPU run's checkpoint continued on a CPU).
