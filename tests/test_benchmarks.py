@@ -233,10 +233,17 @@ def test_the_jaxdl_loop_arm_observes_the_loop():
     assert 0 < result["last_train_loss"] < 2.3  # below a uniform guess's log(10) after 150 steps
 
 
+def batch_order(directory, steps: int) -> str:
+    """The --indices argument of the bare loop's arms: a file of `steps` random MNIST batches, as the suite's."""
+    np.save(
+        directory / "mnist.npy",
+        np.random.default_rng(0).integers(0, 60_000, (steps, common.CNN_RECIPE["data.batch_size"])),
+    )
+    return f"--indices={directory / 'mnist.npy'}"
+
+
 def test_the_bare_loop_arm_trains_the_same_model(tmp_path):
-    indices = np.random.default_rng(0).integers(0, 60_000, (100, common.CNN_RECIPE["data.batch_size"]))
-    np.save(tmp_path / "mnist.npy", indices)
-    result = run_worker("bare", f"--indices={tmp_path / 'mnist.npy'}", "--steps=100")
+    result = run_worker("bare", batch_order(tmp_path, 100), "--steps=100")
     assert [s for s, _, _ in result["train_stamps"]] == [50, 100]
     assert result["step_flops"] > 0
     assert 0 < result["last_train_loss"] < 2.3
@@ -250,9 +257,7 @@ def test_the_steps_arm_times_both_steps_in_alternating_rounds():
 
 
 def test_the_loops_arm_alternates_whole_runs_in_one_process(tmp_path):
-    indices = np.random.default_rng(0).integers(0, 60_000, (150, common.CNN_RECIPE["data.batch_size"]))
-    np.save(tmp_path / "mnist.npy", indices)
-    result = run_worker("loops", f"--indices={tmp_path / 'mnist.npy'}", "--steps=150", "--rounds=2")
+    result = run_worker("loops", batch_order(tmp_path, 150), "--steps=150", "--rounds=2")
     rates = result["steps_per_sec"]
     assert len(rates["jaxdl"]) == len(rates["bare"]) == 2
     assert all(1 < r < 10_000 for r in rates["jaxdl"] + rates["bare"])
