@@ -21,7 +21,7 @@ from absl import logging
 from jax import lax
 
 import jaxdl
-from benchmarks import common, figures
+from benchmarks import common, measures
 from jaxdl import compiler, flops, reporting, sharding, training
 from jaxdl import data as data_lib
 from jaxdl.models import cnn
@@ -300,7 +300,7 @@ def arm_loops(args) -> dict:
     rates = {name: [] for name in arms}
     for round_ in range(args.rounds):
         for name in list(arms) if round_ % 2 == 0 else reversed(arms):
-            rates[name].append(figures.rate(arms[name](args)))
+            rates[name].append(measures.rate(arms[name](args)))
     return {"steps_per_sec": rates}
 
 

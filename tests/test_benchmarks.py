@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT))  # `benchmarks` is a folder of the project, not an installed package
-from benchmarks import common, figures
+from benchmarks import common, figures, measures
 
 MACHINE = {
     "cpu": "test CPU",
@@ -55,7 +55,7 @@ def test_rate_counts_the_steady_span_without_its_evaluations():
         "evals": [{"start": 12.0, "end": 12.5}, {"start": 20.0, "end": 30.0}],  # the second is outside the span
     }
     # Steps 100 -> 200 in 4.0 s, 0.5 s of which evaluating; the first interval (compilation) is left out.
-    assert figures.rate(result) == pytest.approx(100 / 2.5)
+    assert measures.rate(result) == pytest.approx(100 / 2.5)
 
 
 @pytest.mark.parametrize(
@@ -182,7 +182,7 @@ def test_gpt_wall_time_is_judged_per_repeat_against_pytorch(jaxdl_walls, ratio, 
 def test_a_run_that_never_reaches_the_target_loss_says_so():
     never = gpt_arm(80, 15_000)
     never["evals"] = never["evals"][:1]  # stopped before reaching the target
-    assert figures.gpt_wall(never) == math.inf
+    assert measures.gpt_wall(never) == math.inf
     report = figures.report(MACHINE, {"gpt": {"jaxdl": [never], "torch": [gpt_arm(100, 12_000)]}})
     assert "not reached" in row(report, "4b")[5]
     assert "FAIL" in row(report, "4b")[4]
@@ -201,10 +201,10 @@ def test_save_cost_in_run_charges_the_intervals_a_save_overlaps():
     times = [1.0, 1.5, 2.0, 2.6, 3.1, 3.6, 4.1, 4.6, 5.1, 5.6]
     result = {"train_stamps": [(50 * (i + 1), t, 0.0) for i, t in enumerate(times)], "saves": [(2.2, 2.25)]}
     # The span from the second stamp is 4.1 s, 0.1 s of it the save's: 0.1 / 4.0 slower than without it.
-    assert figures.save_cost_in_run(result, spill=0.3) == pytest.approx(0.1 / 4.0)
+    assert measures.save_cost_in_run(result, spill=0.3) == pytest.approx(0.1 / 4.0)
     # A write reaching into the next interval charges that one too (here at the run's pace: nothing extra).
-    assert figures.save_cost_in_run(result, spill=0.5) == pytest.approx(0.1 / 4.0)
-    assert math.isnan(figures.save_cost_in_run({**result, "saves": []}))
+    assert measures.save_cost_in_run(result, spill=0.5) == pytest.approx(0.1 / 4.0)
+    assert math.isnan(measures.save_cost_in_run({**result, "saves": []}))
 
 
 def run_worker(*args: str, timeout: float = 300) -> dict:
@@ -226,7 +226,7 @@ def test_the_jaxdl_loop_arm_observes_the_loop():
     result = run_worker("loop", "--steps=150")
     assert [s for s, _, _ in result["train_stamps"]] == [50, 100, 150]  # a stamp per train line
     assert result["data_seconds"] > 0  # the probe saw the batches being made
-    assert figures.rate(result) > 0
+    assert measures.rate(result) > 0
     # XLA's count of the step jaxdl runs, and the model's (the step compiled with XLA's own convolutions): the
     # one-channel convolution is recomputed where it is used, so the first is the larger (0.932 vs 0.878 GFLOP).
     assert result["model_flops"] < result["step_flops"] < 1.2 * result["model_flops"]
@@ -279,4 +279,4 @@ def test_the_checkpoint_arm_records_its_saves():
     stamp_of = dict((s, t) for s, t, _ in result["train_stamps"])
     # Saves at steps 150 (mid-run) and 300 (the end), each after that step's train line.
     assert len(starts) == 2 and stamp_of[150] < starts[0] < stamp_of[200] and starts[1] > stamp_of[300]
-    assert not math.isnan(figures.save_cost_in_run(result))
+    assert not math.isnan(measures.save_cost_in_run(result))
