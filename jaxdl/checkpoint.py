@@ -87,6 +87,13 @@ class Checkpoints:
         expected = {paths.path_name(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(abstract_state)}
         differences = [f"{n}: {saved.get(n)} saved, {s} expected" for n, s in expected.items() if saved.get(n) != s]
         differences += [f"{n}: saved, not in this model" for n in saved if n not in expected]
+        if differences and all(d.startswith("ema_params") for d in differences):
+            had = any(n.startswith("ema_params") for n in saved)
+            raise UsageError(
+                f"the checkpoint {self.directory / str(step)} was written {'with' if had else 'without'} a moving "
+                f"average of the parameters: resume with --config.optim.ema_decay set as it was trained "
+                f"({'> 0' if had else '0'}), or use a new --workdir"
+            )
         if differences:
             raise UsageError(
                 f"the checkpoint {self.directory / str(step)} is of a different model ({len(differences)} arrays "
@@ -203,13 +210,16 @@ def read_variables(path: str | Path, sharding: jax.sharding.Sharding) -> dict:
     """
     step_dir = step_directory(path)
     on_disk = read_state_metadata(step_dir)
+    # A run that kept the parameters' moving average was evaluated with it: that is the model to start from.
+    params = "ema_params" if jax.tree.leaves(on_disk.get("ema_params")) else "params"
     target = {
         key: jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), on_disk[key])
-        for key in ("params", "model_state")
+        for key in (params, "model_state")
     }
     restore_args = jax.tree.map(lambda t: ocp.ArrayRestoreArgs(sharding=t.sharding), target)
     args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
-    return ocp.PyTreeCheckpointer().restore(step_dir / "state", args=args)
+    restored = ocp.PyTreeCheckpointer().restore(step_dir / "state", args=args)
+    return {"params": restored[params], "model_state": restored["model_state"]}
 
 
 def read_metadata(path: str | Path) -> dict:

@@ -90,6 +90,9 @@ def default_config() -> ml_collections.ConfigDict:
                 "head": (),  # path globs of the "head": full learning rate; the rest gets backbone_lr_scale times it
                 "backbone_lr_scale": 1.0,
                 "l1": 0.0,  # L1 penalty l1 * sum(|w|) on the parameters not matching no_decay; 0 = off
+                # > 0: keep a moving average of the parameters (e.g. 0.99, about the last 100 steps); evaluation,
+                # inference and fine-tuning from the run use it. 0 = off.
+                "ema_decay": 0.0,
             },
             # Fine-tuning: start from the parameters (and e.g. batch-norm statistics) of another run's checkpoint.
             "init": {
@@ -181,6 +184,8 @@ def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
     try:
         config = get_config(saved.experiment)
         config.update(saved)
+        if "ema_decay" not in saved.get("optim", {}):  # trained before jaxdl kept averages: its checkpoints have none
+            config.optim.ema_decay = 0.0
     except Exception:  # the experiment file is gone or runs differently now: the saved config as it is
         return saved
     return config
@@ -252,6 +257,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise UsageError("--config.init.skip needs --config.init.from (the checkpoint to start from)")
     _positive(config, "optim.step_every_steps", "optim.step_factor")
     _positive(config, "optim.l1", "train.patience", "train.min_delta", allow_zero=True)
+    if not 0 <= config.optim.ema_decay < 1:
+        raise UsageError(f"--config.optim.ema_decay={config.optim.ema_decay}: must be in [0, 1), e.g. 0.99; 0 = off")
     if config.train.early_stopping_mode not in ("auto", "max", "min"):
         raise UsageError(f"--config.train.early_stopping_mode={config.train.early_stopping_mode}: use auto, max or min")
     if not 0 <= config.compress.sparsity < 1:

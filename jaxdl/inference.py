@@ -30,7 +30,8 @@ from jaxdl.training import Setup, compile_eval_step, evaluate, initial_state, se
 def restore(
     config: ml_collections.ConfigDict, workdir: str | Path, step: int | None = None
 ) -> tuple[Setup, TrainState, dict]:
-    """(set-up, state, dataset metadata) of checkpoint `step` (default: the newest) in `workdir`."""
+    """(set-up, state, dataset metadata) of checkpoint `step` (default: the newest) in `workdir`. The state is the one
+    evaluated (`TrainState.evaluated`): its parameters are their moving average when the run kept one."""
     directory = Path(workdir) / "checkpoints"
     if not directory.is_dir():  # checked first: opening a CheckpointManager would create the directory
         raise UsageError(f"no checkpoints in {workdir}: train first (--mode=train) or point --workdir at a run")
@@ -42,7 +43,7 @@ def restore(
         raise UsageError(f"no checkpoint {'' if step is None else step} in {directory} (it has {list(available)})")
     state, _ = checkpoints.restore(run.abstract_state(), step)
     checkpoints.close()
-    return run, state, read_metadata(directory / str(step))
+    return run, state.evaluated(), read_metadata(directory / str(step))
 
 
 def sample(config: ml_collections.ConfigDict, workdir: str | Path) -> str:
@@ -81,6 +82,8 @@ def merge_lora(config: ml_collections.ConfigDict, workdir: str | Path) -> Path:
     fresh = initial_state(plain_run, jax.random.key(0))
     merged_params = jax.jit(run.experiment.model.merge, out_shardings=plain_run.state_sharding.params)(state.params)
     merged = fresh.replace(step=state.step, params=merged_params, model_state=state.model_state)
+    if merged.ema_params is not None:  # the merged weights are the average already (`restore`)
+        merged = merged.replace(ema_params=merged_params)
     target = Path(workdir) / "merged"
     target.mkdir(parents=True, exist_ok=True)
     write_config(plain, target)

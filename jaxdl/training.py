@@ -86,7 +86,8 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
         tx = optax.apply_if_finite(tx, max_consecutive_errors=100)
     # The state's shapes come from one example; its layout on the mesh from the sharding rule.
     example = dataset.preprocess(train_source.take(np.arange(1)))
-    init_state = lambda rng: TrainState.create(experiment.task.init(experiment.model, rng, example), tx)
+    average = config.optim.ema_decay > 0
+    init_state = lambda rng: TrainState.create(experiment.task.init(experiment.model, rng, example), tx, average)
     shapes = jax.eval_shape(init_state, jax.random.key(0))
     state_sharding = sharding.state_sharding(mesh, shapes, config.mesh.fsdp_min_size)
     return Setup(
@@ -116,8 +117,9 @@ def compile_train_step(run: Setup, batch: dict, rng: jax.Array) -> jax.stages.Co
     """The train step, compiled ahead of time for `batch`'s shapes: XLA's cost analysis then gives its FLOPs."""
     task, data, model = run.experiment.task, run.experiment.data, run.experiment.model
     replicated = sharding.replicated(run.mesh)
+    ema_decay = run.config.optim.ema_decay
     step = jax.jit(
-        functools.partial(augmented_train_step, task.train_step, data.augment, model, run.tx),
+        functools.partial(augmented_train_step, task.train_step, data.augment, ema_decay, model, run.tx),
         in_shardings=(run.state_sharding, sharding.batch_sharding(run.mesh), replicated),
         out_shardings=(run.state_sharding, replicated),
         donate_argnums=0,  # the old state's buffers are reused for the new one
@@ -148,12 +150,16 @@ def evaluate(run: Setup, eval_step: Callable, state: TrainState, source: data_li
     return run.experiment.task.summarize(totals)
 
 
-def augmented_train_step(train_step: Callable, augment: Callable | None, model, tx, state, batch, rng):
-    """The task's step, on a batch first augmented on the device (when the data has an augmentation)."""
+def augmented_train_step(
+    train_step: Callable, augment: Callable | None, ema_decay: float, model, tx, state, batch, rng
+):
+    """The task's step, on a batch first augmented on the device (when the data has an augmentation), then the
+    parameters' moving average updated (when one is kept)."""
     if augment is not None:
         # A key of its own per step: fold_in(rng, step) is the task's dropout key, this one is folded twice.
         batch = augment(batch, jax.random.fold_in(jax.random.fold_in(rng, state.step), 1))
-    return train_step(model, tx, state, batch, rng)
+    state, metrics = train_step(model, tx, state, batch, rng)
+    return state.update_average(ema_decay), metrics
 
 
 def init_from_checkpoint(run: Setup, state: TrainState) -> TrainState:
@@ -165,7 +171,8 @@ def init_from_checkpoint(run: Setup, state: TrainState) -> TrainState:
     params = {**state.params, "base": merged.pop("params")} if lora else merged.pop("params")
     if jax.process_index() == 0:
         print(table)
-    create = lambda params, model_state: TrainState.create({"params": params, **model_state}, run.tx)
+    average = run.config.optim.ema_decay > 0
+    create = lambda params, model_state: TrainState.create({"params": params, **model_state}, run.tx, average)
     return jax.jit(create, out_shardings=run.state_sharding)(params, merged)
 
 
@@ -348,10 +355,10 @@ def train_and_evaluate(
             # skipped: the "test" line below is that evaluation.
             if step % eval_every == 0 and (step != total_steps or run.eval_source is not run.test_source):
                 interval_seconds += time.perf_counter() - interval_start  # throughput counts training only
-                evaluation = evaluate(run, eval_step, state, run.eval_source)
+                evaluation = evaluate(run, eval_step, state.evaluated(), run.eval_source)
                 reporter.write(step, "eval", evaluation)
                 early.update(step, evaluation, state, reporter.print)  # may save a new best or decide to stop
-                write_images(state, step)
+                write_images(state.evaluated(), step)
                 interval_start = time.perf_counter()
             if due_save or early.stopped:
                 if not state_is_finite(state):  # never write a checkpoint with NaN or Inf in it
@@ -368,6 +375,7 @@ def train_and_evaluate(
                 return {}
 
         state, best = early.final_state(state, run.abstract_state(), reporter.print)  # the best state, if kept
+        state = state.evaluated()  # from here on only evaluated: the parameters' average, when kept
         test = {**evaluate(run, eval_step, state, run.test_source), **best}
         reporter.write(step, "test", test)
         write_images(state, step)
