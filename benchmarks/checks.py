@@ -178,7 +178,7 @@ def check_batches() -> None:
 
 
 def write_indices(directory: Path) -> None:
-    """The index batches both sides train on: mnist_cnn's 4 epochs, shakespeare_gpt_reference's 2000 steps."""
+    """The index batches both sides train on: mnist_cnn's epochs, shakespeare_gpt_reference's 2000 steps."""
     gpt = common.GPT_RECIPE
     np.save(directory / "mnist.npy", index_batches(60_000, common.CNN_RECIPE["data.batch_size"], common.CNN_STEPS, 0))
     train, _, _ = common.shakespeare_arrays(64, 0.9, 2000, 0)

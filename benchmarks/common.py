@@ -50,9 +50,10 @@ CNN_RECIPE = {
     "optim.onecycle_pct_start": 0.25,
     "optim.onecycle_final_div": 1e3,
     "data.batch_size": 128,
-    "train.num_epochs": 4,
+    "train.num_epochs": 3,
+    "optim.ema_decay": 0.99,
 }
-CNN_STEPS = CNN_RECIPE["train.num_epochs"] * (60_000 // CNN_RECIPE["data.batch_size"])  # 1872: 4 epochs of MNIST
+CNN_STEPS = CNN_RECIPE["train.num_epochs"] * (60_000 // CNN_RECIPE["data.batch_size"])  # 1404: 3 epochs of MNIST
 GPT_RECIPE = {
     "optim.learning_rate": 2e-3,
     "optim.warmup_steps": 100,

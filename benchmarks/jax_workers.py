@@ -221,11 +221,13 @@ def bare_train_step(steps: int, default_xla: bool = False) -> tuple:
         final_div_factor=recipe["optim.onecycle_final_div"],
     )
     tx = optax.adam(schedule)
-    state = (params["params"], tx.init(params["params"]), jnp.zeros((), jnp.int32))
+    decay = recipe["optim.ema_decay"]  # the parameters' moving average, which the evaluations use
+    average = jax.tree.map(jnp.copy, params["params"]) if decay else None
+    state = (params["params"], tx.init(params["params"]), jnp.zeros((), jnp.int32), average)
 
     @functools.partial(jax.jit, donate_argnums=0, compiler_options={} if default_xla else compiler.options())
     def train_step(state, inputs, targets):
-        params, opt_state, step = state
+        params, opt_state, step, average = state
         key = jax.random.fold_in(jax.random.fold_in(step_rng, step), 1)
         inputs = augment.random_shift({"inputs": inputs}, key, max_shift=1)["inputs"]
 
@@ -235,7 +237,11 @@ def bare_train_step(steps: int, default_xla: bool = False) -> tuple:
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state, step + 1), loss
+        params = optax.apply_updates(params, updates)
+        if decay:  # TensorFlow's warmed-up decay, as jaxdl's
+            rate = 1.0 - jnp.minimum(decay, (2.0 + step) / (11.0 + step))
+            average = jax.tree.map(lambda p, a: a + rate * (p - a), params, average)
+        return (params, opt_state, step + 1, average), loss
 
     return train_step, state
 

@@ -41,6 +41,20 @@ def onecycle_schedule(
     )
 
 
+def parameter_average(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """torch's AveragedModel keeping jaxdl's moving average of `model`'s parameters (optim.ema_decay; None when
+    0): from the initial parameters, after update t by rate 1 - min(decay, (1 + t) / (10 + t))."""
+    if not decay:
+        return None
+
+    def move(average: torch.Tensor, current: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
+        return average + (1 - min(decay, (1 + float(updates)) / (10 + float(updates)))) * (current - average)
+
+    averaged = torch.optim.swa_utils.AveragedModel(model, avg_fn=move)
+    averaged.update_parameters(model)  # its first call copies: the initial parameters, so that update t is its t-th
+    return averaged
+
+
 TRUNCATED_NORMAL_STD = 0.87962566103423978  # std of a unit normal truncated to [-2, 2]; flax divides by it
 
 

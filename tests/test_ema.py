@@ -86,7 +86,9 @@ def test_resuming_with_a_different_averaging_setting_is_bad_input(averaged_run):
 
 
 def test_without_an_average_a_checkpoint_holds_the_arrays_it_always_did(tmp_path, mnist_available):
-    jaxdl.train(tiny_run_config("mnist_cnn"), tmp_path)
+    config = tiny_run_config("mnist_cnn")
+    config.optim.ema_decay = 0.0
+    jaxdl.train(config, tmp_path)
     step_dir = checkpoint.step_directory(tmp_path)
     metadata = checkpoint.read_state_metadata(step_dir)
     names = {str(path[0].key) for path, _ in jax.tree_util.tree_leaves_with_path(metadata)}

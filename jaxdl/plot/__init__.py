@@ -21,7 +21,6 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import scipy.special
 
 from jaxdl import compiler, sharding
 from jaxdl import data as data_lib
@@ -176,7 +175,10 @@ def is_classifier(task) -> bool:
 
 def class_probabilities(task, outputs: np.ndarray) -> np.ndarray:
     """(N, classes) probabilities from a classifier's outputs; a binary classifier's are [P(0), P(1)].
-    On the host with scipy: jax's eager softmax compiled five one-op programs at the end of every run."""
+    On the host with scipy: jax's eager softmax compiled five one-op programs at the end of every run. Imported
+    here, not with the module: `import scipy.special` took 0.2-0.3 s of every command's start-up (BUILD_NOTES #8)."""
+    import scipy.special
+
     outputs = np.asarray(outputs, np.float32)
     if isinstance(task, BinaryClassification):
         positive = scipy.special.expit(outputs.reshape(len(outputs)))
