@@ -64,11 +64,12 @@ def check_schedules() -> None:
     worst = 0.0
     for step in range(total):
         ours = float(optax_curve(step))
-        worst = max(worst, abs(optimizer.param_groups[0]["lr"] - ours) / ours)
+        # optax computes in float32: a few 1e-5 of the rate are its rounding, not a different curve, and so is
+        # ~1e-10 where the rate ends near peak / 25,000 (its 1 + cos(x) loses digits there): hence the floor.
+        worst = max(worst, abs(optimizer.param_groups[0]["lr"] - ours) / (ours + 1e-3 * peak))
         optimizer.step()
         scheduler.step()
-    # optax computes in float32: differences of a few 1e-5 relative are its rounding, not a different curve.
-    check("onecycle schedule", worst < 1e-4, f"max relative difference {worst:.1e} over {total} steps")
+    check("onecycle schedule", worst < 1e-4, f"max difference {worst:.1e} of the rate (+ peak/1e3) over {total} steps")
     peak, warmup, end = gpt["optim.learning_rate"], gpt["optim.warmup_steps"], gpt["optim.min_learning_rate"]
     total = gpt["train.max_steps"]
     cosine = optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total, end_value=end)

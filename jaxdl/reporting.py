@@ -61,7 +61,7 @@ class Reporter:
             self.print(self.line(step, split, metrics))
 
     def line(self, step: int, split: str, metrics: dict[str, float]) -> str:
-        """e.g. "step 468/1872 (epoch 1.00) eval: loss 0.0660, accuracy 0.9797, macro_f1 0.9790, count 10000
+        """e.g. "step 468/1404 (epoch 1.00) eval: loss 0.0347, accuracy 0.9885, macro_f1 0.9884, count 10000
         [31 s]": learning figures first, speed after them, time since the start last."""
         where = f"step {step}/{self.total_steps}"
         if self.steps_per_epoch:
