@@ -50,16 +50,29 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jaxdl"
 
 
+def cpu_description(cpuinfo: str | None = None) -> str:
+    """The host CPU: its name, and on Linux its family/model and a digest of its instruction-set flags. The name
+    alone is not enough: two Xeons of different generations both call themselves "Intel(R) Xeon(R) Processor",
+    and a program XLA compiled for one (with avx512_fp16, say) must not be loaded on the other."""
+    if cpuinfo is None:
+        path = Path("/proc/cpuinfo")
+        cpuinfo = path.read_text() if path.exists() else ""
+    first = {}
+    for line in cpuinfo.split("\n\n", 1)[0].splitlines():  # the first processor's entry
+        name, _, value = line.partition(":")
+        first[name.strip()] = value.strip()
+    if "model name" not in first:
+        return platform.processor() or platform.machine()
+    flags = hashlib.sha1(" ".join(sorted(first.get("flags", "").split())).encode()).hexdigest()[:8]
+    return f"{first['model name']} ({first.get('cpu family', '?')}/{first.get('model', '?')}, flags {flags})"
+
+
 def machine_key(device_count: bool = True) -> str:
     """What a measurement or a compiled program depends on: device kind (and count, unless `device_count=False`),
-    CPU model and cores, jax."""
+    the CPU (`cpu_description`) and its cores, jax."""
     device = jax.devices()[0]
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if "model name" in ln), cpu)
     devices = f"{device.platform}/{device.device_kind}" + (f" x{jax.local_device_count()}" if device_count else "")
-    return f"{devices}/{cpu} x{os.cpu_count()}/jax {jax.__version__}"
+    return f"{devices}/{cpu_description()} x{os.cpu_count()}/jax {jax.__version__}"
 
 
 def use_compilation_cache(directory: str | Path | None = None) -> Path | None:

@@ -91,6 +91,24 @@ def test_the_peak_is_kept_once_per_machine_whatever_its_device_count():
     assert cache_key != compiler.machine_key()  # compiled programs are still kept per device count
 
 
+def test_two_cpus_of_the_same_name_are_different_machines():
+    """Compiled programs and the measured peak are kept per CPU: two Xeon generations share one name."""
+    entry = (
+        "processor\t: {n}\nmodel name\t: Intel(R) Xeon(R) Processor\ncpu family\t: 6\nmodel\t\t: {model}\n"
+        "flags\t\t: {flags}\n"
+    )
+    older = entry.format(n=0, model=106, flags="fpu sse2 avx512f") + "\n" + entry.format(n=1, model=106, flags="x")
+    newer = entry.format(n=0, model=207, flags="fpu sse2 avx512f avx512_fp16")
+    assert compiler.cpu_description(older) == compiler.cpu_description(
+        older.replace("fpu sse2 avx512f", "avx512f fpu sse2")
+    )
+    assert compiler.cpu_description(older).startswith("Intel(R) Xeon(R) Processor (6/106, flags ")
+    assert compiler.cpu_description(older) != compiler.cpu_description(newer)
+    same_model_other_flags = entry.format(n=0, model=106, flags="fpu sse2 avx512f avx512_bf16")
+    assert compiler.cpu_description(older) != compiler.cpu_description(same_model_other_flags)
+    assert compiler.cpu_description("")  # no /proc/cpuinfo (macOS, Windows): still a name
+
+
 def test_peak_flops_without_a_writable_cache_still_measures(tmp_path, monkeypatch):
     (tmp_path / "jaxdl").write_text("a file where the cache directory would go")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
