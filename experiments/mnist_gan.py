@@ -11,6 +11,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.batch_size = 64
     config.train.num_epochs = 5
     config.train.eval_every_steps = 0  # 0 = each epoch: scores and a grid of samples (from fixed latent vectors)
+    config.train.grad_norm = True  # d_grad_norm and g_grad_norm: how a GAN's balance is watched
     # Shared by both networks; each network's section below overrides it (jaxdl.network_optimizers).
     config.optim.update(name="adam", learning_rate=2e-4, schedule="constant")
     config.optim.generator = ml_collections.ConfigDict({"learning_rate": 2e-4, "b1": 0.5})

@@ -62,6 +62,9 @@ def default_config() -> ml_collections.ConfigDict:
                 "log_every_steps": 50,
                 "eval_every_steps": 0,  # 0 = once per epoch
                 "skip_nonfinite": False,  # skip (and count) updates whose gradients hold NaN/Inf instead of stopping
+                # Report the gradients' global norm (grad_norm) in the train lines. Off by default: one more pass
+                # over the gradients each step, 4-5% of mnist_cnn's step on a 2-core CPU (BUILD_NOTES.md, #8).
+                "grad_norm": False,
                 "peak_flops": 0.0,  # FLOP/s per device (per process on CPU) for MFU; 0 = a timed matmul (jaxdl.flops)
                 # Early stopping on a validation metric ("" = off; needs data.validation_size or a validation split).
                 # The best checkpoint is kept in WORKDIR/best and the final test evaluates it (jaxdl.early_stopping).

@@ -117,9 +117,10 @@ def compile_train_step(run: Setup, batch: dict, rng: jax.Array) -> jax.stages.Co
     """The train step, compiled ahead of time for `batch`'s shapes: XLA's cost analysis then gives its FLOPs."""
     task, data, model = run.experiment.task, run.experiment.data, run.experiment.model
     replicated = sharding.replicated(run.mesh)
+    task_step = functools.partial(task.train_step, grad_norm=run.config.train.grad_norm)
     ema_decay = run.config.optim.ema_decay
     step = jax.jit(
-        functools.partial(augmented_train_step, task.train_step, data.augment, ema_decay, model, run.tx),
+        functools.partial(augmented_train_step, task_step, data.augment, ema_decay, model, run.tx),
         in_shardings=(run.state_sharding, sharding.batch_sharding(run.mesh), replicated),
         out_shardings=(run.state_sharding, replicated),
         donate_argnums=0,  # the old state's buffers are reused for the new one

@@ -106,6 +106,20 @@ def test_standard_train_step_reduces_the_loss_and_updates_batch_stats():
     assert all(jax.tree.leaves(moved))
 
 
+def test_the_gradient_norm_is_reported_only_when_asked():
+    model = models.CNN(num_classes=10, features=(4,), dense=16)
+    task = tasks.Classification(num_classes=10)
+    rng = np.random.default_rng(0)
+    batch = {"inputs": rng.random((8, 28, 28, 1), np.float32), "targets": rng.integers(0, 10, 8)}
+    state = TrainState.create(task.init(model, jax.random.key(0), batch), optax.sgd(0.1))
+    loss = lambda params: task.loss(model.apply({"params": params}, batch["inputs"], train=True), batch).mean()
+    expected = float(jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(jax.grad(loss)(state.params)))))
+    _, quiet = task.train_step(model, optax.sgd(0.1), state, batch, jax.random.key(1))
+    _, asked = task.train_step(model, optax.sgd(0.1), state, batch, jax.random.key(1), grad_norm=True)
+    assert "grad_norm" not in quiet and float(quiet["loss"]) == float(asked["loss"])
+    assert float(asked["grad_norm"]) == pytest.approx(expected, rel=1e-5) and expected > 0
+
+
 @pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"])
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "warmup_cosine", "onecycle"])
 def test_every_optimizer_and_schedule_builds_and_steps(name, schedule):

@@ -255,3 +255,14 @@ def test_compress_from_the_command_line(stopped_run):
     result = run_cli("--experiment=mnist_cnn", f"--workdir={workdir}", "--mode=compress")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "pruned+int8" in result.stdout and (workdir / "compressed" / "pruned_int8").is_dir()
+
+
+def test_train_grad_norm_puts_the_gradient_norm_in_the_train_lines(tmp_path, mnist_available):
+    config = tiny_run_config("mnist_cnn")
+    config.train.update(max_steps=2, grad_norm=True)
+    jaxdl.train(config, tmp_path / "asked")
+    train_lines = [m for m in read_metrics(tmp_path / "asked") if m["split"] == "train"]
+    assert len(train_lines) == 2 and all(m["grad_norm"] > 0 for m in train_lines)
+    config.train.grad_norm = False  # the default: no norm, no extra pass over the gradients
+    jaxdl.train(config, tmp_path / "default")
+    assert not any("grad_norm" in m for m in read_metrics(tmp_path / "default"))

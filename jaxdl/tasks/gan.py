@@ -45,7 +45,13 @@ class Adversarial(SupervisedTask):
         return network_optimizers.from_config(config_optim, total_steps, NETWORKS, trainable)
 
     def train_step(
-        self, model: nn.Module, tx: network_optimizers.PerNetwork, state: TrainState, batch: dict, rng: jax.Array
+        self,
+        model: nn.Module,
+        tx: network_optimizers.PerNetwork,
+        state: TrainState,
+        batch: dict,
+        rng: jax.Array,
+        grad_norm: bool = False,
     ) -> tuple[TrainState, Metrics]:
         if not isinstance(tx, network_optimizers.PerNetwork):  # e.g. wrapped by train.skip_nonfinite
             raise UsageError("the GAN task needs its own per-network optimizer: unset --config.train.skip_nonfinite")
@@ -80,14 +86,14 @@ class Adversarial(SupervisedTask):
         params, opt_state = tx.update_network("generator", g_grads, opt_state, params)
 
         state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        norms = {"d_grad_norm": optax.tree.norm(d_grads), "g_grad_norm": optax.tree.norm(g_grads)} if grad_norm else {}
         return state, {
             "loss": d_loss + g_loss,  # the loop's NaN check and progress bar read "loss": both nets' losses
             "d_loss": d_loss,
             "g_loss": g_loss,
             "d_accuracy_real": jnp.mean(real_logits > 0),
             "d_accuracy_fake": jnp.mean(fake_logits < 0),
-            "d_grad_norm": optax.tree.norm(d_grads),
-            "g_grad_norm": optax.tree.norm(g_grads),
+            **norms,
         }
 
     def eval_step(self, model: nn.Module, state: TrainState, batch: dict) -> Metrics:

@@ -2,8 +2,9 @@
 
 A task subclasses `SupervisedTask` and says how model outputs and a batch become a loss (`loss`), what to
 report while training (`train_metrics`), and what to add up over an evaluation (`eval_sums`, `summarize`).
-A task that needs a different step (two optimizers, say) overrides `train_step` with the same signature, and
-the training loop never learns the difference.
+A task that needs a different step (two optimizers, say) overrides `train_step` with the same signature
+(`grad_norm`: also report the gradients' global norm, `--config.train.grad_norm`), and the training loop never
+learns the difference.
 """
 
 from __future__ import annotations
@@ -43,8 +44,15 @@ class SupervisedTask:
         return model.init({"params": rng, "dropout": rng}, batch["inputs"], train=False)
 
     def train_step(
-        self, model: nn.Module, tx: optax.GradientTransformation, state: TrainState, batch: dict, rng: jax.Array
+        self,
+        model: nn.Module,
+        tx: optax.GradientTransformation,
+        state: TrainState,
+        batch: dict,
+        rng: jax.Array,
+        grad_norm: bool = False,
     ) -> tuple[TrainState, Metrics]:
+        """One update; its metrics: the loss, `train_metrics`, and with `grad_norm` the gradients' global norm."""
         rng = jax.random.fold_in(rng, state.step)  # a fresh dropout key each step, reproducible after resume
 
         def loss_fn(params):
@@ -65,7 +73,8 @@ class SupervisedTask:
             opt_state=opt_state,
             model_state=model_state,
         )
-        return state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **self.train_metrics(outputs, batch)}
+        norm = {"grad_norm": optax.tree.norm(grads)} if grad_norm else {}
+        return state, {"loss": loss, **norm, **self.train_metrics(outputs, batch)}
 
     def eval_step(self, model: nn.Module, state: TrainState, batch: dict) -> Metrics:
         outputs = model.apply(state.variables, batch["inputs"], train=False)
