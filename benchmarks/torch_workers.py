@@ -80,7 +80,7 @@ def arm_cnn(args) -> dict:
 
     @torch.no_grad()
     def evaluate() -> dict:
-        evaluated = averaged or model
+        evaluated = model if averaged is None else averaged
         evaluated.eval()
         correct = sum(
             int((evaluated(test_images[i : i + 500]).argmax(-1) == test_labels[i : i + 500]).sum())

@@ -11,8 +11,8 @@ from jaxdl.data import augment
 
 def get_config() -> ml_collections.ConfigDict:
     # The recipe that reached >= 99.2% fastest on a 2-core CPU, with margin over seeds (BUILD_NOTES.md): evaluated
-    # with the parameters' moving average, 3 epochs reach 99.0% in 600-650 steps and 99.2% in 900-950 (without it,
-    # 4 epochs: 850-950 and 1250-1350).
+    # with the parameters' moving average, 3 epochs reach 99.0% in 600-650 steps and 99.2% in 900-1000 over four
+    # seeds (without it, 4 epochs: 850-950 and 1350).
     config = jaxdl.default_config()
     config.data.batch_size = 128
     config.data.max_shift = 1  # random shifts of up to this many pixels while training; 0 = none
