@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from jaxdl.models import precision
-from jaxdl.models.transformer import GPT
+from jaxdl.models.transformer import GPT, attention
 from jaxdl.sampling import generate
 
 VOCAB, CONTEXT, WIDTH, LAYERS = 11, 16, 32, 2
@@ -164,6 +164,26 @@ def test_training_attention_path_agrees_with_eval_path(tiny):
     model = GPT(**TINY, dropout=1e-9)
     logits = jitted(model)(variables, tokens, train=True, rngs={"dropout": jax.random.key(0)})
     np.testing.assert_allclose(logits, forward(variables, tokens), atol=1e-5)
+
+
+@pytest.mark.parametrize("length", [8, 3])  # the full causal square; a decode chunk at position 5 of a cache
+def test_attention_equals_jax_nn_dot_product_attention(length):
+    # The model's own attention replaces jax.nn's for speed (BUILD_NOTES, issue 8); it must be the same function,
+    # values and gradients, in float32 and with bfloat16 inputs.
+    keys = jax.random.split(jax.random.key(0), 4)
+    q, k, v = (jax.random.normal(key, (2, n, 3, 4)) for key, n in zip(keys[:3], (length, 8, 8), strict=True))
+    cotangent = jax.random.normal(keys[3], q.shape)
+    pos = 8 - length
+    mask = (jnp.arange(8)[None, :] <= pos + jnp.arange(length)[:, None])[None, None]
+    ours = lambda q, k, v: attention(q, k, v, mask)
+    theirs = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, mask=mask)
+    np.testing.assert_allclose(jax.jit(ours)(q, k, v), theirs(q, k, v), atol=1e-6)
+    pullback = lambda f: jax.jit(lambda *x: jax.vjp(f, *x)[1](cotangent))(q, k, v)
+    for ours_grad, their_grad in zip(pullback(ours), pullback(theirs), strict=True):
+        np.testing.assert_allclose(ours_grad, their_grad, atol=1e-5)
+    half = [x.astype(jnp.bfloat16) for x in (q, k, v)]
+    assert ours(*half).dtype == jnp.bfloat16
+    np.testing.assert_allclose(ours(*half).astype(np.float32), theirs(*half).astype(np.float32), atol=1e-2)
 
 
 def test_bfloat16_compute_with_float32_parameters(tiny):
