@@ -6,7 +6,9 @@
   and gradient norm on the same batch; same parameter counts; initialisation of the same scale per layer;
 - data: the index batches the driver writes are the ones jaxdl's grain pipeline draws; the torch side's
   tiny-shakespeare split is jaxdl's;
-- weight decay: the torch GPT decays exactly the parameters optax's mask decays.
+- weight decay: the torch GPT decays exactly the parameters optax's mask decays;
+- the parameters' moving average (optim.ema_decay): jaxdl's TrainState.update_average, the bare loop's own
+  formula (in its compiled step) and torch_models.parameter_average keep the same average of the same parameters.
 """
 
 from __future__ import annotations
@@ -169,6 +171,44 @@ def check_gpt() -> None:
     check("GPT weight-decay groups", count == jax_count, f"{count:,} vs {jax_count:,} decayed parameters")
 
 
+def check_averages() -> None:
+    """The three moving averages the mnist arms evaluate with agree on a sequence of parameter values: jaxdl's, the
+    bare loop's (run for a few steps: its average against jaxdl's of the parameters it went through) and torch's."""
+    from benchmarks import jax_workers
+    from jaxdl.state import TrainState
+
+    def jaxdl_average(sequence: list, decay: float):  # sequence[0]: the initial parameters, then one per update
+        state = TrainState(jax.numpy.zeros((), jax.numpy.int32), sequence[0], None, {}, sequence[0])
+        for t, params in enumerate(sequence[1:], start=1):
+            state = state.replace(step=jax.numpy.asarray(t, jax.numpy.int32), params=params).update_average(decay)
+        return state.ema_params
+
+    values = list(np.random.default_rng(0).normal(size=(21, 6)).astype(np.float32))
+    for decay in (common.CNN_RECIPE["optim.ema_decay"], 0.5):  # 0.5: past the warm-up, decay itself caps the rate
+        module = torch.nn.Module()
+        module.weight = torch.nn.Parameter(torch.from_numpy(values[0].copy()))
+        averaged = torch_models.parameter_average(module, decay)
+        for value in values[1:]:
+            module.weight.data.copy_(torch.from_numpy(value))
+            averaged.update_parameters(module)
+        ours = np.asarray(jaxdl_average(values, decay))
+        worst = float(np.abs(averaged.module.weight.detach().numpy() - ours).max())
+        check(f"moving average {decay} (torch)", worst < 1e-6, f"max difference {worst:.1e} after 20 updates")
+
+    steps = 12
+    train_step, state = jax_workers.bare_train_step(steps)
+    train = mnist.load("train").arrays
+    sequence = [jax.tree.map(np.asarray, state[0])]  # copied: the step donates the state's buffers
+    for i in range(steps):
+        rows = slice(64 * i, 64 * (i + 1))
+        state, _ = train_step(state, train["inputs"][rows] / np.float32(255), train["targets"][rows])
+        sequence.append(jax.tree.map(np.asarray, state[0]))
+    expected = jaxdl_average(sequence, common.CNN_RECIPE["optim.ema_decay"])
+    pairs = zip(jax.tree.leaves(state[3]), jax.tree.leaves(expected), strict=True)
+    worst = max(float(np.abs(a - b).max()) for a, b in pairs)
+    check("moving average (bare loop)", worst < 1e-6, f"max difference {worst:.1e} after {steps} steps")
+
+
 def check_batches() -> None:
     source = mnist.load("train")
     data = jaxdl.data.Dataset(train=source, test=source)
@@ -194,7 +234,7 @@ def main() -> None:
     if args.indices:
         write_indices(Path(args.indices))
     if not args.indices_only:
-        for step in (check_recipes, check_schedules, check_cnn, check_gpt, check_batches):
+        for step in (check_recipes, check_schedules, check_cnn, check_gpt, check_averages, check_batches):
             step()
     common.emit({"checks": RESULTS})
     sys.exit(0 if all(RESULTS.values()) else 1)
