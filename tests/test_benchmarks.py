@@ -1,6 +1,6 @@
 """The benchmark suite's own code (benchmarks/, run by `python -m benchmarks.run`, not by the tests): the figures it
 derives from the workers' raw results, and the jax workers themselves on a few steps. The jaxdl arms observe the loop
-by wrapping functions it looks up at call time (benchmarks.jax_workers.Probe); if the loop stopped calling one of
+by wrapping functions it looks up at call time (benchmarks.probe.Probe); if the loop stopped calling one of
 them, the suite would go on printing figures with that part silently missing. The PyTorch arms need the `bench`
 extra and are not run here."""
 
@@ -112,7 +112,7 @@ def test_the_alternated_loops_pool_their_pairs_over_repeats():
 
 def test_a_probe_gives_the_loop_its_functions_back(monkeypatch):
     import jaxdl
-    from benchmarks import jax_workers
+    from benchmarks import probe
     from jaxdl import data, flops, sharding, training
 
     def functions():
@@ -133,7 +133,7 @@ def test_a_probe_gives_the_loop_its_functions_back(monkeypatch):
 
     monkeypatch.setattr(jaxdl, "train", fail)
     with pytest.raises(ValueError, match="failed run"):
-        jax_workers.Probe().train(None, ROOT)
+        probe.Probe().train(None, ROOT)
     assert functions() == originals  # so a second probe in the same process wraps jaxdl's own functions
 
 
