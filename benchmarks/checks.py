@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import torch
@@ -178,9 +179,9 @@ def check_averages() -> None:
     from jaxdl.state import TrainState
 
     def jaxdl_average(sequence: list, decay: float):  # sequence[0]: the initial parameters, then one per update
-        state = TrainState(jax.numpy.zeros((), jax.numpy.int32), sequence[0], None, {}, sequence[0])
+        state = TrainState(jnp.zeros((), jnp.int32), sequence[0], None, {}, sequence[0])
         for t, params in enumerate(sequence[1:], start=1):
-            state = state.replace(step=jax.numpy.asarray(t, jax.numpy.int32), params=params).update_average(decay)
+            state = state.replace(step=jnp.asarray(t, jnp.int32), params=params).update_average(decay)
         return state.ema_params
 
     values = list(np.random.default_rng(0).normal(size=(21, 6)).astype(np.float32))
