@@ -5,18 +5,22 @@ moments alike) is either replicated or, with `mesh.fsdp > 1`, FSDP-sharded: ever
 `mesh.fsdp_min_size` elements is split along its largest dimension that `fsdp` divides; smaller ones are replicated.
 `jax.jit` with these shardings inserts the collectives (all-gathers of sharded weights, reduce-scatters of their
 gradients, all-reduces of replicated ones), so one compiled step serves every strategy, on CPU, GPU or TPU, in one
-process or many.
+process or many. One exception, for speed: a data-parallel step on CPU devices runs per device and sums all the
+gradients as one flat array (`per_device_step`), where that gives the same numbers.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+import optax
 from absl import logging
+from jax.flatten_util import ravel_pytree
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jaxdl.errors import UsageError
@@ -95,6 +99,63 @@ def state_sharding(mesh: Mesh, abstract_state: Any, fsdp_min_size: int = 2**14) 
     """The sharding of every leaf of the train state (parameters and optimizer state alike), from its shape."""
     fsdp_size = mesh.shape[FSDP_AXIS]
     return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(x.shape, fsdp_size, fsdp_min_size)), abstract_state)
+
+
+def per_device_step_applies(mesh: Mesh, state_shapes: Any, tx: Any, grad_norm: bool) -> bool:
+    """Whether the train step runs per device (`per_device_step`) instead of as one program that XLA partitions.
+
+    Why: XLA:CPU runs an all-reduce of many arrays (the gradients, one per parameter) as one rendezvous of the
+    devices' threads per array. On a 2-core CPU that took ~6.5 ms of the reference GPT's ~35 ms step on two devices;
+    the same bytes as one flat array took 1.6 ms (BUILD_NOTES.md, issue 8). The per-device step computes the same
+    update only where each example's loss ignores the others' and the optimizer sees the gradients whole: so not
+    with batch statistics (model state), FSDP, the gradient norm reported (it would be one device's) or a task's own
+    per-network optimizer (the GAN's). Elsewhere, and on GPU and TPU, XLA's partitioned program stays.
+    """
+    return (
+        mesh.shape[DATA_AXIS] > 1
+        and mesh.shape[FSDP_AXIS] == 1
+        and mesh.devices.flat[0].platform == "cpu"
+        and not jax.tree.leaves(state_shapes.model_state)
+        and isinstance(tx, optax.GradientTransformation)
+        and not grad_norm
+    )
+
+
+def mean_gradients_first(tx: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+    """`tx`, its gradients first averaged over the batch's devices as one flat array, in one all-reduce (for
+    `per_device_step`). The optimizer state is `tx`'s own, so checkpoints do not depend on the step's layout."""
+
+    def update(grads, opt_state, params=None, **extra_args):
+        flat, unflatten = ravel_pytree(grads)
+        devices = jax.lax.psum(1, BATCH_AXES)
+        # Divided after the split, not before: XLA fuses the division into each array's update, and there a division
+        # of the whole flat array made its cost analysis count the step's FLOPs 11% high (the MFU numerator).
+        mean = jax.tree.map(lambda g: g / devices, unflatten(jax.lax.psum(flat, BATCH_AXES)))
+        return tx.update(mean, opt_state, params, **extra_args)
+
+    return optax.GradientTransformationExtraArgs(tx.init, update)
+
+
+def per_device_step(task_step: Callable, mesh: Mesh) -> Callable:
+    """A task's `train_step(model, tx, state, batch, rng, ...)` run on each device's part of the batch (shard_map),
+    the state replicated and the gradients averaged by `mean_gradients_first`, so every device applies the same
+    update. Where `per_device_step_applies`, it gives the partitioned step's numbers up to the order of sums, except
+    that each device draws its own dropout masks (augmentation happens before, on the whole batch)."""
+
+    def step(model, tx, state, batch, rng, **options):
+        def on_each_device(state, batch, rng):
+            rng = jax.random.fold_in(rng, jax.lax.axis_index(BATCH_AXES))  # without it, every device's masks alike
+            state, metrics = task_step(model, mean_gradients_first(tx), state, batch, rng, **options)
+            return state, jax.lax.pmean(metrics, BATCH_AXES)  # the tasks' train metrics are means over the examples
+
+        spec = PartitionSpec()
+        # check_vma=False: with it, jax would sum each parameter's gradient over the devices by itself (the
+        # transpose of using replicated parameters on split data), one all-reduce per array again.
+        in_specs = (spec, PartitionSpec(BATCH_AXES), spec)
+        run = jax.shard_map(on_each_device, mesh=mesh, in_specs=in_specs, out_specs=spec, check_vma=False)
+        return run(state, batch, rng)
+
+    return step
 
 
 def check_batch_size(batch_size: int, mesh: Mesh, name: str = "data.batch_size") -> None:

@@ -118,6 +118,8 @@ def compile_train_step(run: Setup, batch: dict, rng: jax.Array) -> jax.stages.Co
     task, data, model = run.experiment.task, run.experiment.data, run.experiment.model
     replicated = sharding.replicated(run.mesh)
     task_step = functools.partial(task.train_step, grad_norm=run.config.train.grad_norm)
+    if sharding.per_device_step_applies(run.mesh, run.state_shapes, run.tx, run.config.train.grad_norm):
+        task_step = sharding.per_device_step(task_step, run.mesh)  # one all-reduce for all the gradients
     ema_decay = run.config.optim.ema_decay
     step = jax.jit(
         functools.partial(augmented_train_step, task_step, data.augment, ema_decay, model, run.tx),

@@ -87,3 +87,22 @@ def test_cpu_devices_splits_the_cpu_into_a_data_parallel_mesh_with_one_peak_per_
     assert 0.8 < per_flop[2] / per_flop[1] < 1.25, per_flop  # 0.5 if each device counted a peak of its own
     result = run_cli(*tiny, "--config.mesh.cpu_devices=3", f"--workdir={tmp_path / 'three'}", env={"XLA_FLAGS": ""})
     assert result.returncode == 2 and "not divisible by the 3 devices" in result.stderr.strip().splitlines()[-1]
+
+
+def test_a_data_parallel_cpu_step_sums_all_gradients_in_one_all_reduce():
+    """On CPU, XLA's all-reduce of many arrays costs one rendezvous of the devices per array; the per-device step
+    (jaxdl.sharding.per_device_step) sums every gradient as one flat array. Where it would change the numbers (batch
+    statistics, FSDP, a per-device gradient norm, the GAN's per-network optimizer) XLA's partitioned step stays;
+    test_data_parallel_fsdp_and_mixed_meshes_match_one_device checks that both give one device's losses."""
+    names = ["shakespeare_gpt", "mnist_cnn", "shakespeare_gpt:grad_norm", "shakespeare_gpt:fsdp"]
+    names += ["mnist_cnn:batch_norm", "mnist_gan"]
+    result = run_script("step_driver.py", *names, devices=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = json.loads(result.stdout.split("RESULTS ", 1)[1])
+    assert [name for name in names if steps[name]["per_device"]] == ["shakespeare_gpt", "mnist_cnn"]
+    for name in ("shakespeare_gpt", "mnist_cnn"):
+        reduces = steps[name]["all_reduces"]
+        assert any([steps[name]["parameters"]] in shapes for shapes in reduces), reduces  # all gradients, one array
+        assert all(len(shapes) <= 3 for shapes in reduces), reduces  # with it, at most the train metrics (scalars)
+    # The partitioned step sums the gradients array by array (combined into one all-reduce of many operands).
+    assert max(len(shapes) for shapes in steps["shakespeare_gpt:grad_norm"]["all_reduces"]) > 10
