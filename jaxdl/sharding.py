@@ -110,6 +110,8 @@ def per_device_step_applies(mesh: Mesh, state_shapes: Any, tx: Any, grad_norm: b
     update only where each example's loss ignores the others' and the optimizer sees the gradients whole: so not
     with batch statistics (model state), FSDP, the gradient norm reported (it would be one device's) or a task's own
     per-network optimizer (the GAN's). Elsewhere, and on GPU and TPU, XLA's partitioned program stays.
+    Cost: the reference GPT's per-device step compiled in 4.4 s against 2.0 s (XLA emitted 357 kernels against 113),
+    start-up that a run's compilation cache saves after the first run.
     """
     return (
         mesh.shape[DATA_AXIS] > 1
