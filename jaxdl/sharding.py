@@ -129,11 +129,17 @@ def mean_gradients_first(tx: optax.GradientTransformation) -> optax.GradientTran
 
     def update(grads, opt_state, params=None, **extra_args):
         flat, unflatten = ravel_pytree(grads)
-        devices = jax.lax.psum(1, BATCH_AXES)
+        summed = jax.lax.psum(flat, BATCH_AXES)
+        # Split inside a conditional, whose predicate is always true but known only at run time, so that XLA gives
+        # every gradient a buffer of its own. Fused straight into the optimizer's updates, the slices of the one
+        # buffer made each array's update a kernel of its own, where same-shaped arrays otherwise share one: the
+        # reference GPT's step compiled 2.3 s longer (BUILD_NOTES.md, issue 8). (XLA:CPU drops optimization barriers.)
+        split_alone = jax.lax.axis_index(BATCH_AXES) >= 0
+        summed = jax.lax.cond(split_alone, unflatten, unflatten, summed)
         # Divided after the split, not before: XLA fuses the division into each array's update, and there a division
         # of the whole flat array made its cost analysis count the step's FLOPs 11% high (the MFU numerator).
-        mean = jax.tree.map(lambda g: g / devices, unflatten(jax.lax.psum(flat, BATCH_AXES)))
-        return tx.update(mean, opt_state, params, **extra_args)
+        devices = jax.lax.psum(1, BATCH_AXES)
+        return tx.update(jax.tree.map(lambda g: g / devices, summed), opt_state, params, **extra_args)
 
     return optax.GradientTransformationExtraArgs(tx.init, update)
 

@@ -1,5 +1,6 @@
 """Compile the train step of a few configs on this process's (fake) devices and print, as JSON, whether each ran
-per device (jaxdl.sharding.per_device_step) and the shapes its all-reduces sum, as XLA compiled them."""
+per device (jaxdl.sharding.per_device_step), the shapes its all-reduces sum and how many instructions read the
+summed array of all gradients, as XLA compiled them."""
 
 import json
 import re
@@ -27,6 +28,17 @@ def all_reduces(hlo: str) -> list[list[list[int]]]:
     return found
 
 
+def readers_of_flat_sum(hlo: str, size: int) -> int:
+    """How many instructions of the compiled program read the all-reduced f32[size] array (all gradients, flat)."""
+    lines = hlo.splitlines()
+    defined = [re.match(r"\s*(?:ROOT )?(%[\w.-]+) = (.+?) ([\w-]+)\((%[\w.-]+)?", line) for line in lines]
+    reduces = {d[1] for d in defined if d and d[3] == "all-reduce"}
+    sums = {
+        d[1] for d in defined if d and d[2].startswith(f"f32[{size}]") and (d[3] == "all-reduce" or d[4] in reduces)
+    }
+    return sum(1 for line in lines if any(re.search(re.escape(name) + r"[,)]", line) for name in sums))
+
+
 def variant(name: str):
     experiment, _, change = name.partition(":")
     config = tiny_run_config(experiment)
@@ -49,5 +61,6 @@ for name in sys.argv[1:]:
         "per_device": sharding.per_device_step_applies(run.mesh, run.state_shapes, run.tx, run.config.train.grad_norm),
         "all_reduces": all_reduces(step.as_text()),
         "parameters": params,
+        "flat_sum_readers": readers_of_flat_sum(step.as_text(), params),
     }
 print("RESULTS " + json.dumps(results))

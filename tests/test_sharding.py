@@ -91,9 +91,10 @@ def test_cpu_devices_splits_the_cpu_into_a_data_parallel_mesh_with_one_peak_per_
 
 def test_a_data_parallel_cpu_step_sums_all_gradients_in_one_all_reduce():
     """On CPU, XLA's all-reduce of many arrays costs one rendezvous of the devices per array; the per-device step
-    (jaxdl.sharding.per_device_step) sums every gradient as one flat array. Where it would change the numbers (batch
-    statistics, FSDP, a per-device gradient norm, the GAN's per-network optimizer) XLA's partitioned step stays;
-    test_data_parallel_fsdp_and_mixed_meshes_match_one_device checks that both give one device's losses."""
+    (jaxdl.sharding.per_device_step) sums every gradient as one flat array, then splits it once. Where it would
+    change the numbers (batch statistics, FSDP, a per-device gradient norm, the GAN's per-network optimizer) XLA's
+    partitioned step stays; test_data_parallel_fsdp_and_mixed_meshes_match_one_device checks that both give one
+    device's losses."""
     names = ["shakespeare_gpt", "mnist_cnn", "shakespeare_gpt:grad_norm", "shakespeare_gpt:fsdp"]
     names += ["mnist_cnn:batch_norm", "mnist_gan"]
     result = run_script("step_driver.py", *names, devices=2)
@@ -104,5 +105,7 @@ def test_a_data_parallel_cpu_step_sums_all_gradients_in_one_all_reduce():
         reduces = steps[name]["all_reduces"]
         assert any([steps[name]["parameters"]] in shapes for shapes in reduces), reduces  # all gradients, one array
         assert all(len(shapes) <= 3 for shapes in reduces), reduces  # with it, at most the train metrics (scalars)
+        # Split once, into a buffer per gradient: read by each array's update, it made XLA emit a kernel per array.
+        assert steps[name]["flat_sum_readers"] == 1, steps[name]["flat_sum_readers"]
     # The partitioned step sums the gradients array by array (combined into one all-reduce of many operands).
     assert max(len(shapes) for shapes in steps["shakespeare_gpt:grad_norm"]["all_reduces"]) > 10
