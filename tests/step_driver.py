@@ -31,6 +31,7 @@ def all_reduces(hlo: str) -> list[list[list[int]]]:
 def readers_of_flat_sum(hlo: str, size: int) -> int:
     """How many instructions of the compiled program read the all-reduced f32[size] array (all gradients, flat)."""
     lines = hlo.splitlines()
+    # Per instruction: its name, result type, opcode and first operand.
     defined = [re.match(r"\s*(?:ROOT )?(%[\w.-]+) = (.+?) ([\w-]+)\((%[\w.-]+)?", line) for line in lines]
     reduces = {d[1] for d in defined if d and d[3] == "all-reduce"}
     sums = {
