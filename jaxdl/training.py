@@ -21,7 +21,7 @@ import optax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from jaxdl import compiler, finetune, flops, images, optim, plot, profiling, sharding
+from jaxdl import compiler, finetune, flops, images, memory, optim, plot, profiling, sharding
 from jaxdl import config as config_lib
 from jaxdl import data as data_lib
 from jaxdl.checkpoint import Checkpoints
@@ -68,6 +68,7 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
         experiment, trainable = dataclasses.replace(experiment, model=model), ("lora/*",)
         trainable += tuple(f"base/{pattern}" for pattern in config.optim.trainable)  # e.g. a fresh head
     mesh = sharding.make_mesh(config.mesh)
+    memory.keep_freed_memory(mesh)  # on CPU, each step's buffers reused instead of faulted in again
     sharding.check_batch_size(config.data.batch_size, mesh)
     sharding.check_batch_size(config.data.eval_batch_size, mesh, name="data.eval_batch_size")
     dataset = experiment.data
