@@ -56,12 +56,12 @@ results = {}
 for name in sys.argv[1:]:
     run = training.setup(variant(name))
     batches = data_lib.train_batches(run.experiment.data, run.train_source, run.config.data.batch_size, 0, 0, 1, 0)
-    step = training.compile_train_step(run, next(batches), jax.random.key(0))
+    hlo = training.compile_train_step(run, next(batches), jax.random.key(0)).as_text()
     params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(run.state_shapes.params))
     results[name] = {
         "per_device": sharding.per_device_step_applies(run.mesh, run.state_shapes, run.tx, run.config.train.grad_norm),
-        "all_reduces": all_reduces(step.as_text()),
+        "all_reduces": all_reduces(hlo),
         "parameters": params,
-        "flat_sum_readers": readers_of_flat_sum(step.as_text(), params),
+        "flat_sum_readers": readers_of_flat_sum(hlo, params),
     }
 print("RESULTS " + json.dumps(results))
