@@ -1,4 +1,5 @@
-"""Where arrays live: the device mesh, the one rule that places the train state, and global batches.
+"""Where arrays live: the device mesh, the one rule that places the train state, and global batches; and how many
+calls may run ahead of the host.
 
 The mesh has two axes, `data` and `fsdp`. The batch is split over both. The train state (parameters and optimizer
 moments alike) is either replicated or, with `mesh.fsdp > 1`, FSDP-sharded: every array of at least
@@ -12,7 +13,7 @@ gradients as one flat array (`per_device_step`), where that gives the same numbe
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
@@ -185,6 +186,32 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, np
         return local_batch
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
+
+
+# XLA:CPU admits 32 calls of a program in flight per device, and a call on several devices takes its slot on each
+# device from inside XLA's small pool of execution threads, the pool that runs the calls it waits for. So the 33rd
+# call in flight can leave every pool thread waiting for a slot: the process hangs in a collective's rendezvous and
+# aborts after 40 s (jaxlib 0.10.2: `PjRtCpuLoadedExecutable::Execute` in xla/pjrt/cpu/cpu_client.cc). A 2-device
+# GPT run logging every 400 steps died so (BUILD_NOTES.md, issue 8). The training loop and the evaluation each let at
+# most this many calls run ahead of the host, together well below 32; on GPU and TPU it is still ample look-ahead.
+MAX_CALLS_IN_FLIGHT = 8
+
+
+def limit_calls_in_flight(outputs: list) -> None:
+    """Wait until at most MAX_CALLS_IN_FLIGHT of the calls that gave `outputs` (one entry per call, oldest first) are
+    still running. A device runs its calls in order, so waiting for one call's outputs waits for all before it.
+    With one device there is no collective to hang, and the calls run ahead unlimited, as they always did."""
+    if len(outputs) > MAX_CALLS_IN_FLIGHT and jax.local_device_count() > 1:
+        jax.block_until_ready(outputs[-MAX_CALLS_IN_FLIGHT - 1])
+
+
+def collect_limited(calls: Iterable[Any]) -> list[Any]:
+    """The outputs of `calls`, a generator that makes one call per item, made with `limit_calls_in_flight`."""
+    outputs = []
+    for output in calls:
+        outputs.append(output)
+        limit_calls_in_flight(outputs)
+    return outputs
 
 
 def initialize_processes(

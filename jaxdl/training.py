@@ -149,7 +149,7 @@ def evaluate(run: Setup, eval_step: Callable, state: TrainState, source: data_li
     batches = data_lib.eval_batches(
         run.experiment.data, source, run.config.data.eval_batch_size, jax.process_index(), jax.process_count()
     )
-    sums = [eval_step(state, sharding.global_batch(local_batch, run.mesh)) for local_batch in batches]
+    sums = sharding.collect_limited(eval_step(state, sharding.global_batch(b, run.mesh)) for b in batches)
     totals = functools.reduce(lambda a, b: jax.tree.map(np.add, a, b), jax.device_get(sums))
     return run.experiment.task.summarize(totals)
 
@@ -326,6 +326,7 @@ def train_and_evaluate(
             step, batch = step + 1, None
             profiler.after(step, state)
             pending.append(metrics)
+            sharding.limit_calls_in_flight(pending)  # the steps since the last log line; all before them are done
             reporter.advance()
             stopping = stop.requested(step)
             due_log = step % config.train.log_every_steps == 0 or step == total_steps

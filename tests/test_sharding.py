@@ -89,6 +89,19 @@ def test_cpu_devices_splits_the_cpu_into_a_data_parallel_mesh_with_one_peak_per_
     assert result.returncode == 2 and "not divisible by the 3 devices" in result.stderr.strip().splitlines()[-1]
 
 
+def test_a_multi_device_cpu_run_keeps_few_calls_in_flight_and_does_not_hang(tmp_path):
+    """XLA:CPU hangs once 33 calls of a program on several devices are in flight (jaxdl.sharding.MAX_CALLS_IN_FLIGHT):
+    a collective's rendezvous times out after 40 s and aborts the process. This run on 2 devices logs only at its
+    end and evaluates 16 windows per call, so 400 steps, then 100 evaluation calls, go out without a host sync:
+    without the limit it aborted in each of the 3 runs tried."""
+    small = ["--experiment=shakespeare_gpt", "--config.model.num_layers=1", "--config.data.validation_windows=1600"]
+    small += ["--config.data.eval_batch_size=16", "--config.train.max_steps=400", "--config.train.log_every_steps=400"]
+    small += ["--config.mesh.cpu_devices=2", "--compilation_cache=off"]
+    result = run_cli(*small, f"--workdir={tmp_path / 'run'}", env={"XLA_FLAGS": ""}, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [m["step"] for m in read_metrics(tmp_path / "run") if m["split"] == "test"] == [400]
+
+
 def test_a_data_parallel_cpu_step_sums_all_gradients_in_one_all_reduce():
     """On CPU, XLA's all-reduce of many arrays costs one rendezvous of the devices per array; the per-device step
     (jaxdl.sharding.per_device_step) sums every gradient as one flat array, then splits it once. Where it would
