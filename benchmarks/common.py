@@ -62,6 +62,7 @@ GPT_RECIPE = {
     "optim.weight_decay": 0.1,
     "optim.grad_clip_norm": 1.0,
     "data.batch_size": 12,
+    "data.eval_batch_size": 100,
     "train.max_steps": 2000,
 }
 MNIST_TARGETS = (0.990, 0.992)

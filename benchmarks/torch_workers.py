@@ -132,7 +132,7 @@ def arm_gpt(args) -> dict:
     def evaluate() -> dict:
         model.eval()
         with mixed():
-            logits = [(model(w[:, :-1]).float(), w[:, 1:]) for w in windows.split(500)]
+            logits = [(model(w[:, :-1]).float(), w[:, 1:]) for w in windows.split(recipe["data.eval_batch_size"])]
         total = sum(float(F.cross_entropy(y.flatten(0, 1), t.flatten(), reduction="sum")) for y, t in logits)
         model.train()
         return {"loss": total / (len(windows) * context)}
