@@ -206,7 +206,7 @@ def limit_calls_in_flight(outputs: list) -> None:
 
 
 def collect_limited(calls: Iterable[Any]) -> list[Any]:
-    """The outputs of `calls`, a generator that makes one call per item, made with `limit_calls_in_flight`."""
+    """The outputs of `calls`, a generator that makes one call per item, with `limit_calls_in_flight` after each."""
     outputs = []
     for output in calls:
         outputs.append(output)
