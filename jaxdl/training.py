@@ -6,8 +6,6 @@ import concurrent.futures
 import dataclasses
 import functools
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +16,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from jaxdl import compiler, finetune, flops, images, memory, optim, plot, profiling, sharding
@@ -28,6 +25,7 @@ from jaxdl.checkpoint import Checkpoints
 from jaxdl.early_stopping import Monitor
 from jaxdl.errors import TrainingFailed, UsageError
 from jaxdl.lora import LoRA
+from jaxdl.preemption import StopRequest
 from jaxdl.reporting import Reporter
 from jaxdl.state import TrainState
 from jaxdl.summary import model_summary
@@ -195,31 +193,6 @@ def write_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
         tmp = workdir / "config.json.tmp"
         tmp.write_text(config.to_json(indent=2, sort_keys=True) + "\n")
         tmp.replace(workdir / "config.json")
-
-
-class StopRequest:
-    """SIGTERM (a preemption notice) asks the loop to finish its step, save a checkpoint and return.
-
-    The signal handler only sets a flag: saving inside a handler could interrupt a save already under way. With
-    several processes, jax's preemption service picks a step at which all of them stop together.
-    """
-
-    def __init__(self):
-        self.flag, self.previous = False, None
-        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._set)
-
-    def _set(self, signum, frame) -> None:
-        self.flag = True
-
-    def requested(self, step: int) -> bool:
-        if jax.process_count() > 1:
-            return multihost_utils.reached_preemption_sync_point(step)
-        return self.flag
-
-    def release(self) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
 
 
 def check_finite_losses(fetched: list[dict], first_step: int) -> None:
