@@ -7,6 +7,8 @@ Definitions beyond those of `benchmarks.measures` (steady steps/s, time to a tar
   one process, a few rounds per repeat; the median over all pairs of the steady steps/s ratio. It carries figure
   1's target too: on this project's VMs, runs in separate processes differ by 10-20% for reasons neither side
   controls, which row 1's five ratios cannot average out (BUILD_NOTES, issue 8, tenth session).
+- the loop's host work (1c): the CPU time of the main thread per step over the steady span, jaxdl's loop less the
+  bare loop's (medians over repeats). Steadier than steps/s on these VMs; it is where figure 1's tax was found.
 - mixed precision (group gpt_bf16, rows 4c/4d/5c): jaxdl with `matmul_dtype=bfloat16` (dense layers multiply
   bfloat16 operands into float32 sums) against PyTorch under `torch.autocast("cpu", dtype=torch.bfloat16)`; the
   target of 4b is for the float32 pair, this pair is shown beside it.
@@ -25,6 +27,7 @@ from benchmarks.measures import (
     INF,
     data_fraction,
     gpt_wall,
+    main_cpu_per_step,
     median,
     paired,
     rate,
@@ -122,6 +125,22 @@ def report(info: dict, results: dict) -> str:
                     "≥ 0.97",
                     verdict(tax_in_process, TARGETS["framework_tax"], False),
                     f"{len(pairs)} pairs, per pair {min(pairs):.3f}-{max(pairs):.3f}{share}",
+                )
+            )
+        jaxdl_cpu, bare_cpu = (
+            median(main_cpu_per_step(j) for _, j, _, _ in runs),
+            median(main_cpu_per_step(b) for b, _, _, _ in runs),
+        )
+        if not math.isnan(jaxdl_cpu + bare_cpu):  # result files of earlier suites lack the stamps
+            rows.append(
+                (
+                    "1c",
+                    "the main thread's CPU per step: jaxdl's loop − the bare loop's (mnist_cnn)",
+                    f"{(jaxdl_cpu - bare_cpu) * 1e3:+.3f} ms",
+                    "—",
+                    "",
+                    f"jaxdl {jaxdl_cpu * 1e3:.3f}, bare {bare_cpu * 1e3:.3f} ms per step of {1e3 / jaxdl:.2f} ms; "
+                    "on 2 cores it is taken from XLA's compute threads",
                 )
             )
         rows.append(

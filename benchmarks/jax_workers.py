@@ -37,6 +37,7 @@ def _loop_config(steps: int):
 def _result(probe: Probe, **extra) -> dict:
     return {
         "train_stamps": probe.train_stamps,
+        "main_cpu_stamps": probe.main_cpu_stamps,
         "evals": probe.evals,
         "eval_seconds": probe.eval_seconds,
         "data_seconds": probe.data_seconds,
@@ -137,15 +138,16 @@ def arm_bare(args) -> dict:
     train_step, state = bare_train_step(args.steps, args.default_xla)
     batch = lambda i: (images[batches[i]] / np.float32(255), labels[batches[i]])
     step_flops = flops.compiled_flops(train_step.lower(state, *batch(0)).compile())
-    losses, stamps = [], []
+    losses, stamps, cpu_stamps = [], [], []
     for i in range(args.steps):
         state, loss = train_step(state, *batch(i))
         losses.append(loss)
         if (i + 1) % 50 == 0 or i + 1 == args.steps:  # timestamps only; the loop itself never waits
             jax.block_until_ready(loss)
             stamps.append((i + 1, time.perf_counter(), 0.0))
+            cpu_stamps.append((i + 1, time.thread_time()))
     last = float(np.mean(jax.device_get(losses[-50:])))
-    return {"train_stamps": stamps, "step_flops": step_flops, "last_train_loss": last}
+    return {"train_stamps": stamps, "main_cpu_stamps": cpu_stamps, "step_flops": step_flops, "last_train_loss": last}
 
 
 def arm_steps(args) -> dict:

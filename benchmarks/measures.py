@@ -34,6 +34,17 @@ def rate(result: dict) -> float:
     return (s1 - s0) / (t1 - t0 - evals)
 
 
+def main_cpu_per_step(result: dict) -> float:
+    """Seconds of CPU the main thread used per step over the steady span (as `rate`'s): the loop's own host work,
+    which on a 2-core machine is taken from XLA's compute threads. Unlike steps/s, the VM's drift barely moves it.
+    nan for results without the stamps (PyTorch's, earlier suites')."""
+    stamps = result.get("main_cpu_stamps", [])
+    if len(stamps) < 3:
+        return math.nan
+    (s0, c0), (s1, c1) = stamps[1], stamps[-1]
+    return (c1 - c0) / (s1 - s0)
+
+
 def data_fraction(result: dict) -> float:
     """Share of the steady span spent in the train iterator's next() and the host-to-device batch assembly."""
     (_, t0, d0), (_, t1, d1) = result["train_stamps"][1], result["train_stamps"][-1]

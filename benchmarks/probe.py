@@ -28,6 +28,8 @@ class Probe:
     def __init__(self, stop_when=None, synthetic: bool = False):
         # (step, perf_counter, data_seconds so far) as each train line is written: after that step's host sync
         self.train_stamps: list[tuple[int, float, float]] = []
+        # (step, the main thread's CPU seconds so far) at the same moments: the loop's own host work (figure 1c)
+        self.main_cpu_stamps: list[tuple[int, float]] = []
         self.evals: list[dict] = []  # step, metrics, training seconds so far (evaluations excluded)
         self.eval_seconds = 0.0
         self.data_seconds = 0.0  # inside next(train iterator) and host-to-device batch assembly, training only
@@ -106,6 +108,7 @@ class Probe:
             def write(self, step, split, metrics):
                 if split == "train":
                     probe.train_stamps.append((step, time.perf_counter(), probe.data_seconds))
+                    probe.main_cpu_stamps.append((step, time.thread_time()))  # the loop writes from the main thread
                 super().write(step, split, metrics)
 
         wrappers = [

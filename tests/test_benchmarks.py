@@ -91,6 +91,28 @@ def test_the_steps_share_of_the_tax_is_paired_per_round():
     assert "(the loop's own share) 1.000×" in cells[5]  # figure 1 is 0.9 too: nothing left for the loop
 
 
+def test_the_main_threads_cpu_per_step_is_taken_over_the_steady_span():
+    # The first interval (compilation, 2.0 s of CPU) is left out, as in `rate`: 0.06 s over steps 100 -> 200.
+    result = {"main_cpu_stamps": [(50, 3.0), (100, 5.0), (150, 5.03), (200, 5.06)]}
+    assert measures.main_cpu_per_step(result) == pytest.approx(0.06 / 100)
+    assert math.isnan(measures.main_cpu_per_step({"train_stamps": stamps(50)}))  # PyTorch's arms have none
+
+
+def test_the_loops_host_work_is_jaxdls_cpu_per_step_less_the_bare_loops():
+    cpu = lambda per_step: [(s, 1.0 + s * per_step) for s in range(50, 401, 50)]
+    runs = {
+        "bare": [{**loop_arm(100), "main_cpu_stamps": cpu(c)} for c in (0.00028, 0.00027, 0.00100)],
+        "jaxdl": [{**loop_arm(100), "main_cpu_stamps": cpu(c)} for c in (0.00048, 0.00050, 0.00047)],
+        "jaxdl_synthetic": [loop_arm(100)] * 3,
+        "torch": [loop_arm(50)] * 3,
+    }
+    cells = row(figures.report(MACHINE, {"loop": runs}), "1c")
+    assert cells[2] == "+0.200 ms"  # medians: 0.48 - 0.28 ms
+    assert "jaxdl 0.480, bare 0.280 ms per step of 10.00 ms" in cells[5]
+    del runs["bare"][0]["main_cpu_stamps"], runs["bare"][1]["main_cpu_stamps"], runs["bare"][2]["main_cpu_stamps"]
+    assert "| 1c |" not in figures.report(MACHINE, {"loop": runs})  # earlier suites' results: no row
+
+
 def test_the_alternated_loops_pool_their_pairs_over_repeats():
     runs = {
         "bare": [loop_arm(100)] * 2,
@@ -225,6 +247,8 @@ def run_worker(*args: str, timeout: float = 300) -> dict:
 def test_the_jaxdl_loop_arm_observes_the_loop():
     result = run_worker("loop", "--steps=150")
     assert [s for s, _, _ in result["train_stamps"]] == [50, 100, 150]  # a stamp per train line
+    assert [s for s, _ in result["main_cpu_stamps"]] == [50, 100, 150]
+    assert 0 < measures.main_cpu_per_step(result) < 0.005  # ~0.5 ms here: the host work, not the step (~10 ms)
     assert result["data_seconds"] > 0  # the probe saw the batches being made
     assert measures.rate(result) > 0
     # XLA's count of the step jaxdl runs, and the model's (the step compiled with XLA's own convolutions): the
@@ -245,6 +269,7 @@ def batch_order(directory, steps: int) -> str:
 def test_the_bare_loop_arm_trains_the_same_model(tmp_path):
     result = run_worker("bare", batch_order(tmp_path, 100), "--steps=100")
     assert [s for s, _, _ in result["train_stamps"]] == [50, 100]
+    assert [s for s, _ in result["main_cpu_stamps"]] == [50, 100]
     assert result["step_flops"] > 0
     assert 0 < result["last_train_loss"] < 2.3
 
