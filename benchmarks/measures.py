@@ -35,9 +35,10 @@ def rate(result: dict) -> float:
 
 
 def main_cpu_per_step(result: dict) -> float:
-    """Seconds of CPU the main thread used per step over the steady span (as `rate`'s): the loop's own host work,
-    which on a 2-core machine is taken from XLA's compute threads. Unlike steps/s, the VM's drift barely moves it.
-    nan for results without the stamps (PyTorch's, earlier suites')."""
+    """Seconds of CPU the main thread used per step over the steady span (as `rate`'s, but evaluations are not left
+    out: the loop arms it is read from run none): the loop's own host work, which on a 2-core machine is taken from
+    XLA's compute threads. Unlike steps/s, the VM's drift barely moves it. nan for results without the stamps
+    (PyTorch's, earlier suites')."""
     stamps = result.get("main_cpu_stamps", [])
     if len(stamps) < 3:
         return math.nan
