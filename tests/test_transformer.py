@@ -238,9 +238,30 @@ def test_cast_matmul_rounds_operands_and_gradients_to_bfloat16_and_sums_in_float
     np.testing.assert_allclose(grad_x, rounded(grad) @ rounded(kernel).T, rtol=1e-5, atol=1e-5)
     expected = jnp.einsum("bti,bto->io", rounded(x), rounded(grad))
     np.testing.assert_allclose(grad_kernel, expected, rtol=1e-5, atol=1e-4)
-    assert precision.dense_dot_general("") is None and precision.dense_dot_general("float32") is None
     with pytest.raises(NotImplementedError):
         precision.dense_dot_general("bfloat16")(x, kernel.T, (((2,), (1,)), ((), ())))
+
+
+@pytest.mark.parametrize("matmul_dtype", ["", "float32"])
+def test_float32_dense_matmul_multiplies_rows_forward_and_backward(matmul_dtype):
+    kx, kk = jax.random.split(jax.random.key(8))
+    x, kernel = jax.random.normal(kx, (3, 5, 40)), jax.random.normal(kk, (40, 24))
+    dot_general = precision.dense_dot_general(matmul_dtype)
+    dense = lambda x, kernel: dot_general(x, kernel, (((2,), (0,)), ((), ())))
+    reference = lambda x, kernel: jnp.einsum("bti,io->bto", x, kernel)
+    np.testing.assert_allclose(dense(x, kernel), reference(x, kernel), rtol=1e-5, atol=1e-5)
+    loss = lambda f: lambda x, kernel: jnp.sum(jnp.sin(f(x, kernel)))
+    grads, expected = jax.grad(loss(dense), (0, 1))(x, kernel), jax.grad(loss(reference), (0, 1))(x, kernel)
+    for got, want in zip(grads, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # The weight gradient is rows.T @ rows: no matmul, forward or backward, contracts more than one axis (the
+    # reference's weight gradient contracts two, the form XLA:CPU ran slowly)
+    contracted = lambda f: [
+        len(e.params["dimension_numbers"][0][0])
+        for e in jax.make_jaxpr(jax.grad(loss(f), (0, 1)))(x, kernel).eqns
+        if e.primitive.name == "dot_general"
+    ]
+    assert contracted(dense) == [1, 1, 1] and sorted(contracted(reference)) == [1, 1, 2]
 
 
 def test_bfloat16_matmuls_every_dense_matmul_forward_and_backward(tiny):
