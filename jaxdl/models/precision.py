@@ -2,7 +2,7 @@
 precision for these matmuls alone).
 
 Every `dense_dot_general` multiplies x (..., K) reshaped to rows (N, K) by the kernel, so that the weight gradient is
-a plain 2-D matmul rather than a contraction over two axes (see `_rows_dot_general`).
+a plain 2-D matmul rather than a contraction over two axes (see `_dense_dot_general`).
 
 `config.dtype=bfloat16` makes every op of a model bfloat16. On XLA:CPU that was slower (1.16x the float32 GPT step):
 its elementwise ops and bfloat16-output matmuls have no bfloat16 fast path. A matmul of bfloat16 operands that
@@ -26,34 +26,27 @@ import jax.numpy as jnp
 def dense_dot_general(matmul_dtype: str | None) -> Callable:
     """A `dot_general` for `nn.Dense(dot_general=...)`: x (..., K) @ kernel (K, N) as one matmul of x's rows, with the
     operands rounded to `matmul_dtype` (products summed in float32) unless it is empty or float32."""
-    if not matmul_dtype or jnp.dtype(matmul_dtype) == jnp.float32:
-        return _rows_dot_general
-    return functools.partial(_dense_dot_general, dtype=jnp.dtype(matmul_dtype))
-
-
-def _is_dense_matmul(lhs: jax.Array, rhs: jax.Array, dimension_numbers) -> bool:
-    (lhs_contract, rhs_contract), batch = dimension_numbers
-    matmul = tuple(lhs_contract) == (lhs.ndim - 1,) and tuple(rhs_contract) == (0,)
-    return matmul and batch == ((), ()) and rhs.ndim == 2
-
-
-def _rows_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
-    """flax's `lax.dot_general`, on x reshaped to rows: the weight gradient is then a 2-D matmul. Autodiff of the
-    (batch, length, K) form contracts two axes at once, which XLA:CPU ran slowly: the GPT's train step ran 1.056x
-    (the reference config) and 1.078x (shakespeare_gpt) as fast with this on a 2-core Xeon (BUILD_NOTES.md, issue
-    8). A reshape of leading axes is free on every backend."""
-    if not _is_dense_matmul(lhs, rhs, dimension_numbers):
-        return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type)
-    rows = jax.lax.dot_general(
-        lhs.reshape(-1, lhs.shape[-1]), rhs, (((1,), (0,)), ((), ())), precision, preferred_element_type
-    )
-    return rows.reshape(*lhs.shape[:-1], rhs.shape[-1])
+    low = matmul_dtype and jnp.dtype(matmul_dtype) != jnp.float32
+    return functools.partial(_dense_dot_general, dtype=jnp.dtype(matmul_dtype) if low else None)
 
 
 def _dense_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, *, dtype):
-    if not _is_dense_matmul(lhs, rhs, dimension_numbers):
-        raise NotImplementedError(f"matmul_dtype supports nn.Dense's matmul (x @ kernel), not {dimension_numbers}")
-    return cast_matmul(lhs, rhs, dtype).astype(jnp.result_type(lhs, rhs))  # the layer's own dtype again
+    """On x reshaped to rows, the weight gradient is a 2-D matmul. Autodiff of the (batch, length, K) form contracts
+    two axes at once, which XLA:CPU ran slowly: the GPT's train step ran 1.056x (the reference config) and 1.078x
+    (shakespeare_gpt) as fast on rows on a 2-core Xeon (BUILD_NOTES.md, issue 8). A reshape of leading axes is free
+    on every backend. Other matmuls go to flax's `lax.dot_general` as they are, in float32."""
+    (lhs_contract, rhs_contract), batch = dimension_numbers
+    dense = tuple(lhs_contract) == (lhs.ndim - 1,) and tuple(rhs_contract) == (0,) and batch == ((), ())
+    if not (dense and rhs.ndim == 2):
+        if dtype is not None:
+            raise NotImplementedError(f"matmul_dtype supports nn.Dense's matmul (x @ kernel), not {dimension_numbers}")
+        return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type)
+    rows = lhs.reshape(-1, lhs.shape[-1])
+    if dtype is None:
+        out = jax.lax.dot_general(rows, rhs, (((1,), (0,)), ((), ())), precision, preferred_element_type)
+    else:
+        out = cast_matmul(rows, rhs, dtype).astype(jnp.result_type(lhs, rhs))  # the layer's own dtype again
+    return out.reshape(*lhs.shape[:-1], rhs.shape[-1])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

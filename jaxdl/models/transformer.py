@@ -128,7 +128,7 @@ class GPT(nn.Module):
     tie_embeddings: bool = True
     dtype: jnp.dtype = jnp.float32  # compute dtype; parameters are always float32, logits are returned in float32
     # "bfloat16": the dense layers' matmuls take bfloat16 operands and return float32, everything else stays in
-    # `dtype` (jaxdl.models.precision): 0.88x the float32 step time on a 2-core AMD EPYC, but 1.3x on a 2-core Xeon
+    # `dtype` (jaxdl.models.precision): 0.88x the float32 step time on a 2-core AMD EPYC, but 1.2x on a 2-core Xeon
     # without AMX, whose bfloat16 dot instructions do not pay at this model's sizes (BUILD_NOTES.md). "" = dtype.
     matmul_dtype: str = ""
 
