@@ -11,6 +11,7 @@ import ast
 import keyword
 import os
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -53,10 +54,19 @@ flags.DEFINE_integer("heartbeat_timeout_seconds", 100, "Stop when another proces
 
 
 def _fail(message: str) -> None:
-    """One line on stderr, exit status 2. os._exit: background threads (orbax's writers after a full disk, say)
-    would otherwise print their own tracebacks during interpreter shutdown, after this line."""
+    """One line on stderr, exit status 2, and nothing after it.
+
+    Background threads (orbax's writers after a full disk, say) may be printing their own tracebacks at this moment,
+    and once, in CI, one's last line came after this one. So their sys.stderr becomes /dev/null, a moment passes for
+    a line one of them has begun to end, the file descriptor itself is pointed at /dev/null (for writers below
+    Python), and the line is written to a copy of it. os._exit skips the shutdown, where they would print more.
+    """
     sys.stdout.flush()
-    print(f"jaxdl: error: {message}", file=sys.stderr, flush=True)
+    sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (never closed: the process ends here)
+    time.sleep(0.01)
+    line, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.write(line, f"jaxdl: error: {message}\n".encode())
     os._exit(2)
 
 
