@@ -53,8 +53,8 @@ flags.DEFINE_bool("distributed", False, "Join a multi-process run found by auto-
 flags.DEFINE_integer("heartbeat_timeout_seconds", 100, "Stop when another process has been silent this long.")
 
 
-def _fail(message: str) -> None:
-    """One line on stderr, exit status 2, and nothing after it.
+def _fail(message: str, status: int = 2) -> None:
+    """One line on stderr, exit `status` (2: bad input), and nothing after it.
 
     Background threads (orbax's writers after a full disk, say) may be printing their own tracebacks at this moment,
     and once, in CI, one's last line came after this one. So their sys.stderr becomes /dev/null, a moment passes for
@@ -67,7 +67,7 @@ def _fail(message: str) -> None:
     line, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     os.write(line, f"jaxdl: error: {message}\n".encode())
-    os._exit(2)
+    os._exit(status)
 
 
 def _split_keyword_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -173,16 +173,14 @@ def main(argv: list[str]) -> None:
     except jax.errors.JaxRuntimeError as e:
         if jax.process_count() == 1:
             raise
-        # Usually another process died and a collective or the coordination service noticed. os._exit skips
+        # Usually another process died and a collective or the coordination service noticed. _fail's os._exit skips
         # jax's shutdown barrier, which would only wait for the dead process and then abort.
         first_line = str(e).strip().splitlines()[0][:300]
-        print(
-            f"jaxdl: error: process {jax.process_index()} of {jax.process_count()} stopped: {first_line}. If another "
-            "process died, restart every process with the same command to resume from the last checkpoint.",
-            file=sys.stderr,
-            flush=True,
+        _fail(
+            f"process {jax.process_index()} of {jax.process_count()} stopped: {first_line}. If another process "
+            "died, restart every process with the same command to resume from the last checkpoint.",
+            status=1,
         )
-        os._exit(1)
 
 
 def run() -> None:
