@@ -1,6 +1,6 @@
 """Run every benchmark side by side and print a markdown table: `python -m benchmarks.run [options]`.
 
-    python -m benchmarks.run                       # the full suite, ~40 min on a 2-core CPU
+    python -m benchmarks.run                       # the full suite, ~45 min on a 2-core CPU
     python -m benchmarks.run --quick               # short runs, 1 repeat: checks that everything works (~5 min)
     python -m benchmarks.run --only loop,mnist --repeats 3 --json results.json
 
@@ -34,7 +34,9 @@ class Arm:
     name: str
     module: str  # benchmarks.jax_workers or benchmarks.torch_workers
     args: tuple[str, ...]
-    seconds: float  # expected duration on a quiet 2-core machine (for the time estimate)
+    # Expected duration on a quiet 2-core machine, for the time estimate: the Xeon 6/207's arms in BUILD_NOTES'
+    # suite AA (the AMD EPYC VMs of the first sessions took up to twice as long).
+    seconds: float
     primed: bool = False  # run once, untimed, before the repeats (fills the arm's cache of compiled programs)
 
 
@@ -69,13 +71,13 @@ def groups(quick: bool, repeats: int, gpt_repeats: int, indices: Path, torch_thr
             "benchmarks 1, 2, 5 (CNN), 6: mnist_cnn train steps",
             (
                 # jaxdl beside the bare loop (figure 1) and the synthetic-batch run (6); 1b's and 2's arms one further.
-                Arm("bare_default_xla", jax_w, ("bare", "--default_xla", mnist_idx, *loop), 16 * scale + 5),
-                Arm("bare", jax_w, ("bare", mnist_idx, *loop), 14 * scale + 5),
-                Arm("jaxdl", jax_w, ("loop", *loop), 19 * scale + 6),
-                Arm("jaxdl_synthetic", jax_w, ("loop", "--synthetic", *loop), 19 * scale + 6),
-                Arm("steps", jax_w, ("steps", "--steps=10", "--rounds=30" if not quick else "--rounds=4"), 20),
-                Arm("loops", jax_w, ("loops", mnist_idx, *loop, "--rounds=3" if not quick else "--rounds=1"), 65),
-                Arm("torch", torch_w, ("cnn", mnist_idx, threads, *loop), 14 * scale + 4),
+                Arm("bare_default_xla", jax_w, ("bare", "--default_xla", mnist_idx, *loop), 8 * scale + 4),
+                Arm("bare", jax_w, ("bare", mnist_idx, *loop), 6 * scale + 4),
+                Arm("jaxdl", jax_w, ("loop", *loop), 8 * scale + 4),
+                Arm("jaxdl_synthetic", jax_w, ("loop", "--synthetic", *loop), 8 * scale + 4),
+                Arm("steps", jax_w, ("steps", "--steps=10", "--rounds=30" if not quick else "--rounds=4"), 16),
+                Arm("loops", jax_w, ("loops", mnist_idx, *loop, "--rounds=3" if not quick else "--rounds=1"), 48),
+                Arm("torch", torch_w, ("cnn", mnist_idx, threads, *loop), 6 * scale + 3),
             ),
             repeats,
         ),
@@ -84,15 +86,15 @@ def groups(quick: bool, repeats: int, gpt_repeats: int, indices: Path, torch_thr
             "benchmark 3: time to 99.0% / 99.2% test accuracy",
             (
                 # A user's first run (its cache of compiled programs empty) and the runs after it (filled).
-                Arm("jaxdl", jax_w, ("mnist_tta", "--compilation_cache=fresh", *mnist), 50 if not quick else 20),
+                Arm("jaxdl", jax_w, ("mnist_tta", "--compilation_cache=fresh", *mnist), 21 if not quick else 20),
                 Arm(
                     "jaxdl_warm",
                     jax_w,
                     ("mnist_tta", warm_cache, *mnist),
-                    45 if not quick else 17,
+                    20 if not quick else 17,
                     primed=True,
                 ),
-                Arm("torch", torch_w, ("cnn", mnist_idx, threads, *mnist), 60 if not quick else 15),
+                Arm("torch", torch_w, ("cnn", mnist_idx, threads, *mnist), 39 if not quick else 15),
             ),
             repeats,
         ),
@@ -100,9 +102,9 @@ def groups(quick: bool, repeats: int, gpt_repeats: int, indices: Path, torch_thr
             "gpt",
             "benchmarks 4, 5 (GPT): shakespeare_gpt_reference",
             (
-                Arm("jaxdl_warm", jax_w, ("gpt", warm_cache, *gpt), 80 if not quick else 25, primed=True),
-                Arm("jaxdl", jax_w, ("gpt", *gpt), 200 if not quick else 30),  # beside PyTorch: 4b
-                Arm("torch", torch_w, ("gpt", gpt_idx, threads, *gpt), 200 if not quick else 30),
+                Arm("jaxdl_warm", jax_w, ("gpt", warm_cache, *gpt), 56 if not quick else 25, primed=True),
+                Arm("jaxdl", jax_w, ("gpt", *gpt), 58 if not quick else 30),  # beside PyTorch: 4b
+                Arm("torch", torch_w, ("gpt", gpt_idx, threads, *gpt), 65 if not quick else 30),
             ),
             gpt_repeats,
         ),
@@ -114,11 +116,11 @@ def groups(quick: bool, repeats: int, gpt_repeats: int, indices: Path, torch_thr
                     "jaxdl_warm",
                     jax_w,
                     ("gpt", "--matmul_dtype=bfloat16", warm_cache, *gpt),
-                    70 if not quick else 25,
+                    68 if not quick else 25,
                     primed=True,
                 ),
-                Arm("jaxdl", jax_w, ("gpt", "--matmul_dtype=bfloat16", *gpt), 170 if not quick else 30),
-                Arm("torch", torch_w, ("gpt", "--autocast", gpt_idx, threads, *gpt), 170 if not quick else 30),
+                Arm("jaxdl", jax_w, ("gpt", "--matmul_dtype=bfloat16", *gpt), 72 if not quick else 30),
+                Arm("torch", torch_w, ("gpt", "--autocast", gpt_idx, threads, *gpt), 115 if not quick else 30),
             ),
             gpt_repeats,
         ),
@@ -126,8 +128,8 @@ def groups(quick: bool, repeats: int, gpt_repeats: int, indices: Path, torch_thr
             "checkpoint",
             "benchmark 7: checkpoint every epoch vs none",
             (
-                Arm("every_epoch", jax_w, ("checkpoint", "--checkpoints", *ckpt), 28 if not quick else 12),
-                Arm("none", jax_w, ("checkpoint", *ckpt), 27 if not quick else 12),
+                Arm("every_epoch", jax_w, ("checkpoint", "--checkpoints", *ckpt), 17 if not quick else 12),
+                Arm("none", jax_w, ("checkpoint", *ckpt), 17 if not quick else 12),
             ),
             repeats,
         ),
